@@ -1,0 +1,165 @@
+"""Command line: ``python -m seqnlp {fit,validate,test,predict,evaluate} ...``.
+
+``fit``, ``validate`` and ``test`` are LightningCLI subcommands driven by YAML
+recipes (given positionally or with ``--config``; several compose, later ones
+win, and any value can be overridden as ``--section.key value``). ``predict`` and
+``evaluate`` need only a checkpoint. Wiring only: no model or data logic here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from seqnlp.data.base import SeqDataModule
+from seqnlp.tasks.base import System
+
+TRAINER_COMMANDS = ("fit", "validate", "test")
+
+
+class SeqnlpCLI(LightningCLI):
+    """LightningCLI whose models take their vocabularies from the DataModule."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Vocabulary and label-set sizes come from the data, never from a recipe.
+        parser.link_arguments(
+            "data", "model.init_args.vocab", compute_fn=_vocab_of, apply_on="instantiate"
+        )
+
+
+def _vocab_of(data: SeqDataModule) -> object:
+    return data.vocab
+
+
+def positional_recipes(argv: Sequence[str]) -> list[str]:
+    """``fit a.yaml b.yaml --x 1`` -> ``fit --config a.yaml --config b.yaml --x 1``."""
+    args = list(argv)
+    if not args or args[0] not in TRAINER_COMMANDS:
+        return args
+    out = [args[0]]
+    i = 1
+    while i < len(args) and not args[i].startswith("-"):
+        out += ["--config", args[i]]
+        i += 1
+    return out + args[i:]
+
+
+def run_trainer_command(argv: Sequence[str]) -> None:
+    warnings.filterwarnings("ignore", message=".*configure_optimizers.*will be overridden.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within.*")
+    SeqnlpCLI(
+        System,
+        SeqDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=positional_recipes(argv),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "seqnlp"},
+    )
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seqnlp predict", description="Label raw text with a checkpoint."
+    )
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `seqnlp fit`")
+    p.add_argument("--input", required=True, help="input file, or - for standard input")
+    p.add_argument("--output", default="-", help="output file (default: standard output)")
+    p.add_argument(
+        "--input_format",
+        default="auto",
+        choices=["auto", "text", "conll", "jsonl"],
+        help="text: one whitespace-tokenised sentence per line (default unless the "
+        "file ends in .conll / .jsonl)",
+    )
+    p.add_argument(
+        "--output_format",
+        default="auto",
+        choices=["auto", "jsonl", "conll"],
+        help="jsonl (default) or conll (chosen by a .conll output name)",
+    )
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument(
+        "--no_confidence", action="store_true", help="skip the per-entity confidences (faster)"
+    )
+    return p
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seqnlp evaluate", description="Score a checkpoint on a labelled file."
+    )
+    p.add_argument("--ckpt_path", required=True)
+    p.add_argument(
+        "--input", required=True, help="labelled file (or NAME:SPLIT of a named dataset)"
+    )
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
+    p.add_argument("--token_column", type=int, default=0)
+    p.add_argument("--tag_column", type=int, default=-1)
+    p.add_argument("--scheme", default="auto", choices=["auto", "iob1", "iob2", "bioes"])
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--output", help="also write the metrics as JSON to this file")
+    return p
+
+
+def run_predict(argv: Sequence[str]) -> None:
+    from seqnlp.predict import TaggingPredictor, load, predict_file
+
+    args = predict_parser().parse_args(argv)
+    predictor = load(args.ckpt_path, batch_size=args.batch_size)
+    if isinstance(predictor, TaggingPredictor):
+        predictor.confidence = not args.no_confidence
+    start = time.perf_counter()
+    n = predict_file(predictor, args.input, args.output, args.input_format, args.output_format)
+    elapsed = time.perf_counter() - start
+    print(
+        f"predicted {n} records in {elapsed:.1f}s ({n / max(elapsed, 1e-9):.0f}/s)", file=sys.stderr
+    )
+
+
+def run_evaluate(argv: Sequence[str]) -> None:
+    from seqnlp.data.sources import parse_source, resolve_named
+    from seqnlp.predict import TaggingPredictor, load
+
+    args = evaluate_parser().parse_args(argv)
+    predictor = load(args.ckpt_path, batch_size=args.batch_size)
+    source = parse_source(args.input)
+    path = resolve_named(source.name, source.split) if source.kind == "named" else args.input
+    assert isinstance(predictor, TaggingPredictor)
+    scores = predictor.evaluate(
+        path,
+        fmt=args.format,
+        token_column=args.token_column,
+        tag_column=args.tag_column,
+        scheme=args.scheme,
+    )
+    text = json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"predict": run_predict, "evaluate": run_evaluate}
+    try:
+        if args and args[0] in commands:
+            commands[args[0]](args[1:])
+        else:
+            run_trainer_command(args)
+    except ValueError as err:
+        if os.environ.get("SEQNLP_DEBUG"):
+            raise
+        print(f"seqnlp: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

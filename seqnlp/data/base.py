@@ -1,0 +1,188 @@
+"""The DataModule machinery that every task shares.
+
+A task's DataModule says how to read one file (``file_reader``), how to turn a
+hub dataset into canonical records (``from_hub``), how to fit its vocabularies
+(``vocab``), how to encode records to ids (``encoder``) and how to pad a batch
+(``collate``). This base resolves the data sources, caches raw and encoded splits
+as Hugging Face datasets, and builds length-bucketed, rank-aware loaders.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import datasets
+import pytorch_lightning as pl
+from datasets.exceptions import DatasetGenerationError
+from torch.utils.data import DataLoader
+
+from seqnlp.data.batching import BucketBatchSampler
+from seqnlp.data.sources import load_hub, parse_source, resolve_named, sha256sum
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+_STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+
+
+def _generate(reader: Callable[[str], list[dict[str, Any]]], path: str, sha256: str):
+    """Generator for ``Dataset.from_generator``; ``sha256`` keys the cache to the file's content."""
+    del sha256
+    yield from reader(path)
+
+
+class SeqDataModule(pl.LightningDataModule):
+    """Shared base of the task DataModules (see the subclasses for the arguments)."""
+
+    length_column: str = ""
+
+    def __init__(
+        self,
+        dataset: str | None,
+        train: str | None,
+        validation: str | None,
+        test: str | None,
+        batch_size: int,
+        eval_batch_size: int,
+        pool_factor: int,
+        num_workers: int,
+        seed: int,
+        cache_dir: str | None,
+    ) -> None:
+        super().__init__()
+        given = {
+            k: v for k, v in (("train", train), ("validation", validation), ("test", test)) if v
+        }
+        if dataset is not None and given:
+            raise ValueError(
+                f"data.dataset={dataset!r} and data.{'/'.join(given)} are both set: to use your "
+                f"own files, also set --data.dataset null"
+            )
+        if dataset is None and train is None:
+            raise ValueError("no training data: set data.dataset or data.train")
+        self.sources: dict[str, str | None] = (
+            {s: f"{dataset}:{s}" for s in SPLITS}
+            if dataset
+            else {"train": train, "validation": validation, "test": test}
+        )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.pool_factor = pool_factor
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.datasets: dict[str, datasets.Dataset] = {}
+        self._raw: dict[str, datasets.Dataset] = {}
+
+    # -- what a task provides -------------------------------------------------
+    def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
+        raise NotImplementedError
+
+    def from_hub(self, hub: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+        raise NotImplementedError
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Any:
+        raise NotImplementedError
+
+    def check_split(self, split: str, dataset: datasets.Dataset) -> None:
+        """Raise ValueError when a split holds labels that training never saw."""
+
+    @property
+    def vocab(self) -> Any:
+        raise NotImplementedError
+
+    # -- shared machinery -----------------------------------------------------
+    def source_of(self, split: str) -> str:
+        source = self.sources.get(split)
+        if not source:
+            raise ValueError(f"no {split} data: set data.{split} (or data.dataset)")
+        return source
+
+    def raw(self, split: str) -> datasets.Dataset:
+        """The split's records with canonical columns, read once and cached on disk."""
+        if split not in self._raw:
+            source = parse_source(self.source_of(split))
+            if source.kind == "hub":
+                self._raw[split] = datasets.Dataset.from_list(self.from_hub(load_hub(source)))
+            else:
+                path = str(
+                    resolve_named(source.name, source.split)
+                    if source.kind == "named"
+                    else source.spec
+                )
+                self._raw[split] = self._read_cached(path)
+            log.info("%s: %d examples from %s", split, len(self._raw[split]), source.spec)
+        return self._raw[split]
+
+    def _read_cached(self, path: str) -> datasets.Dataset:
+        reader = self.file_reader()
+        try:
+            checksum = sha256sum(path)
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read data file ({err.strerror})") from None
+        try:
+            return datasets.Dataset.from_generator(
+                _generate,
+                gen_kwargs={"reader": reader, "path": path, "sha256": checksum},
+                cache_dir=self.cache_dir,
+            )
+        except DatasetGenerationError as err:
+            # Bad input raises the reader's ValueError (file, line, expectation), not the
+            # builder's wrapper.
+            if isinstance(err.__cause__, ValueError):
+                raise err.__cause__ from None
+            raise
+
+    def setup(self, stage: str) -> None:
+        encode = self.encoder()
+        for split in _STAGE_SPLITS.get(stage, ()):
+            if split == "validation" and not self.sources.get(split):
+                continue
+            if split in self.datasets:
+                continue
+            raw = self.raw(split)
+            self.check_split(split, raw)
+            self.datasets[split] = raw.map(
+                encode,
+                batched=True,
+                remove_columns=raw.column_names,
+                desc=f"encoding {split}",
+            )
+
+    def _sampler(self, split: str, batch_size: int, shuffle: bool) -> BucketBatchSampler:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        lengths = [len(x) for x in self.datasets[split][self.length_column]]
+        return BucketBatchSampler(
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            pool_factor=self.pool_factor,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_sampler=self._sampler(split, batch_size, shuffle),
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "validation" not in self.datasets:
+            return []
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,121 @@
+"""Length-bucketed, rank-aware batch sampling and padding.
+
+Sorting examples of similar length into the same batch keeps padding low; the
+sampler shuffles within large pools so that batches still vary from epoch to
+epoch, reproducibly from ``seed + epoch``. Under data parallelism each rank gets
+the same number of batches and, across ranks, each example once per epoch
+(batches are dealt round-robin; the last ones are repeated to make the count
+divisible when needed, as ``DistributedSampler`` does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Yield lists of example indices, each batch of examples of similar length.
+
+    Args:
+        lengths: length of each example (tokens), used for sorting.
+        batch_size: examples per batch (at most).
+        shuffle: shuffle examples into pools, and the batch order, every epoch.
+        pool_factor: a pool of ``pool_factor * batch_size`` shuffled examples is
+            sorted by length and cut into batches. Larger pools mean less padding.
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        num_replicas, rank: data-parallel world size and this process's rank.
+        drop_last: drop a final short batch instead of keeping it.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool = True,
+        pool_factor: int = 50,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.pool_factor = pool_factor
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=gen).tolist()
+        else:
+            order = list(range(n))
+        pool = self.batch_size * self.pool_factor if self.shuffle else n
+        batches: list[list[int]] = []
+        for start in range(0, n, pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
+            batches.extend(
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            )
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        if self.shuffle:
+            perm = torch.randperm(len(batches), generator=gen).tolist()
+            batches = [batches[i] for i in perm]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        if self.num_replicas > 1 and batches:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches = batches + batches[: total - len(batches)]
+            batches = batches[self.rank :: self.num_replicas]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = len(self._all_batches()) if self.drop_last else self._count()
+        return math.ceil(n / self.num_replicas) if n else 0
+
+    def _count(self) -> int:
+        n = len(self.lengths)
+        if not self.shuffle:
+            return math.ceil(n / self.batch_size)
+        pool = self.batch_size * self.pool_factor
+        full, rest = divmod(n, pool)
+        return full * math.ceil(pool / self.batch_size) + math.ceil(rest / self.batch_size)
+
+
+def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:
+    """Stack integer rows of unequal length: (batch, max_len)."""
+    width = max((len(r) for r in rows), default=0)
+    return torch.tensor([[*r, *([pad] * (width - len(r)))] for r in rows], dtype=torch.long)
+
+
+def pad_3d(rows: Sequence[Sequence[Sequence[int]]], pad: int = 0) -> torch.Tensor:
+    """Stack nested rows (e.g. characters of words): (batch, max_words, max_chars)."""
+    words = max((len(r) for r in rows), default=0)
+    chars = max(max((len(w) for r in rows for w in r), default=0), 1)
+    empty = [pad] * chars
+    return torch.tensor(
+        [
+            [*([*w, *([pad] * (chars - len(w)))] for w in r), *([empty] * (words - len(r)))]
+            for r in rows
+        ],
+        dtype=torch.long,
+    ).view(len(rows), words, chars)

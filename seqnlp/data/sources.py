@@ -1,0 +1,239 @@
+"""Where data comes from: local files, named datasets, or the Hugging Face Hub.
+
+A data source is written as one string in a recipe:
+
+- ``path/to/file``: a local file;
+- ``conll2002_es:train``: split ``train`` of a named dataset of the catalog,
+  resolved under ``$SEQNLP_DATA`` (same layout as the staged corpora), checked
+  against its SHA-256 and, when missing, downloaded from the corpus's public
+  location into ``$SEQNLP_DATA`` (or ``~/.cache/seqnlp/data``);
+- ``hf:REPO[:CONFIG]:SPLIT``: a Hugging Face Hub dataset, for users who are
+  online. Offline, it fails within seconds and says how to use local files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import socket
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATA_ENV = "SEQNLP_DATA"
+HUB_HOST = "huggingface.co"
+_NAMED = re.compile(r"^([A-Za-z][\w.-]*):(train|validation|test)$")
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One file of a named dataset: where it lives under the data root, and its checksum."""
+
+    path: str
+    sha256: str
+    url: str
+    zip_member: str | None = None
+    packaged: bool = False  # shipped inside the package (seqnlp/samples/), never downloaded
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    task: str
+    description: str
+    splits: dict[str, CatalogFile]
+
+
+_CONLL2002_ZIP = (
+    "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/conll2002.zip"
+)
+
+
+def _conll2002(lang: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
+    names = ("train", "testa", "testb")
+    return {
+        split: CatalogFile(f"conll2002/{lang}.{n}", s, _CONLL2002_ZIP, f"conll2002/{lang}.{n}")
+        for split, n, s in zip(("train", "validation", "test"), names, sums, strict=True)
+    }
+
+
+PACKAGE_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _sample(folder: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
+    return {
+        split: CatalogFile(f"{folder}/{split}.conll", s, "", packaged=True)
+        for split, s in zip(("train", "validation", "test"), sums, strict=True)
+    }
+
+
+CATALOG: dict[str, NamedDataset] = {
+    "sample_ner": NamedDataset(
+        "sample_ner",
+        "tagging",
+        "small generated Spanish NER sample shipped in the package (quickstart, not a benchmark)",
+        _sample(
+            "ner",
+            (
+                "3dfd41b1bb016a8d5ba1c7c8b66fdfcd964778d9c659c3ecb490237c70488c78",
+                "279b2b04b0e91179946eb65d63158c4074fdaab73432688574fcd94c406efa81",
+                "637b27148850bc9989bd429ca1eeb91f6749e6caec4f61bfb2a2c57346915b47",
+            ),
+        ),
+    ),
+    "conll2002_es": NamedDataset(
+        "conll2002_es",
+        "tagging",
+        "CoNLL-2002 Spanish NER (IOB2; PER, ORG, LOC, MISC)",
+        _conll2002(
+            "esp",
+            (
+                "a20d95cab7d88a19a86f8c1ad6329325c99fbd9529ed978cbd7e31d4b01b4008",
+                "85c17793b77881c53d19017d9d0f1e6fb98b7ddcab54a5f24b05ed1793103c87",
+                "1f8f7a392c6d4979a5592a5794eed43d7869b46da6851bbcde99714149f1d016",
+            ),
+        ),
+    ),
+    "conll2002_nl": NamedDataset(
+        "conll2002_nl",
+        "tagging",
+        "CoNLL-2002 Dutch NER (IOB2; PER, ORG, LOC, MISC)",
+        _conll2002(
+            "ned",
+            (
+                "0a419dcb356b62c8cff38515675550b3d5dbea9f45a1c4956328dbd5cc7fcdbc",
+                "51259d4bfe52462f211d3d0b67173a7ecbfa296e199f6c6bd0895f4c78155057",
+                "2aa748edb82e6f9c4d82e57a4bed69ded18cfa4803122c75070335d513517488",
+            ),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed data source string."""
+
+    kind: str  # "file" | "named" | "hub"
+    spec: str
+    name: str = ""
+    split: str = ""
+    config: str | None = None
+
+
+def parse_source(spec: str) -> Source:
+    if spec.startswith("hf:"):
+        parts = spec[3:].split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"hub source {spec!r}: expected hf:REPO:SPLIT or hf:REPO:CONFIG:SPLIT")
+        config = parts[1] if len(parts) == 3 else None
+        return Source("hub", spec, name=parts[0], split=parts[-1], config=config)
+    match = _NAMED.match(spec)
+    if match and not Path(spec).exists():
+        name, split = match.groups()
+        if name not in CATALOG:
+            raise ValueError(
+                f"data source {spec!r} is neither an existing file nor a named dataset; "
+                f"named datasets: {', '.join(sorted(CATALOG))}"
+            )
+        return Source("named", spec, name=name, split=split)
+    return Source("file", spec)
+
+
+def data_root() -> Path | None:
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_named(name: str, split: str, download: bool = True) -> Path:
+    """Local path of a named dataset's split, verified against its SHA-256."""
+    entry = CATALOG[name].splits.get(split)
+    if entry is None:
+        raise ValueError(f"named dataset {name!r} has no split {split!r}")
+    if entry.packaged:
+        path = PACKAGE_SAMPLES / entry.path
+        _verify(path, entry)
+        return path
+    roots = [r for r in (data_root(), Path.home() / ".cache" / "seqnlp" / "data") if r]
+    for root in roots:
+        path = root / entry.path
+        if path.is_file():
+            _verify(path, entry)
+            return path
+    where = roots[0] / entry.path
+    if not download:
+        raise ValueError(_missing_message(name, split, where))
+    _download(entry, where, _missing_message(name, split, where))
+    _verify(where, entry)
+    return where
+
+
+def _verify(path: Path, entry: CatalogFile) -> None:
+    actual = sha256sum(path)
+    if actual != entry.sha256:
+        raise ValueError(
+            f"{path}: SHA-256 {actual} does not match the catalog's {entry.sha256}; "
+            f"the file is damaged or a different version: replace it with the original"
+            + (f" from {entry.url}" if entry.url else "")
+        )
+
+
+def _missing_message(name: str, split: str, where: Path) -> str:
+    return (
+        f"named dataset {name}:{split} not found at {where}. Set ${DATA_ENV} to the folder "
+        f"that holds {CATALOG[name].splits[split].path} (e.g. SEQNLP_DATA=../shared/data), "
+        f"or train on your own files by giving their paths in the recipe"
+    )
+
+
+def _download(entry: CatalogFile, dest: Path, missing: str, timeout: float = 10.0) -> None:
+    """Fetch ``entry`` into ``dest``; the file appears only once complete."""
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response:
+            payload = response.read()
+    except OSError as err:
+        raise ValueError(f"{missing}. Downloading {entry.url} failed: {err}") from None
+    if entry.zip_member is not None:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            payload = archive.read(entry.zip_member)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(payload)
+    tmp.replace(dest)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False at once when offline mode is set, else whether the hub answers a TCP connect."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes"):
+            return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_hub(source: Source) -> Any:
+    """Load a hub dataset split, failing fast with advice when the hub is out of reach."""
+    if not hub_reachable():
+        raise ValueError(
+            f"cannot reach the Hugging Face Hub to load {source.spec!r} (offline or "
+            f"HF_HUB_OFFLINE set). Use local files instead: give file paths as the data "
+            f"sources (e.g. --data.train train.conll), or a named dataset under ${DATA_ENV}"
+        )
+    import datasets
+
+    return datasets.load_dataset(source.name, source.config, split=source.split)

@@ -1,0 +1,268 @@
+"""Sequence-labelling data: vocabularies, encoding, batches and the DataModule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import torch
+
+from seqnlp.data.base import SeqDataModule
+from seqnlp.data.batching import pad_2d, pad_3d
+from seqnlp.data.readers import TaggingFormat, read_tagging_file
+from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
+from seqnlp.tokenization import Vocab, normalize_word
+
+log = logging.getLogger(__name__)
+
+
+class TaggingVocab:
+    """Everything needed to turn tokens into model inputs and tag ids back into tags.
+
+    Stored in every tagger checkpoint, so prediction needs no data files. (A plain
+    class, not a dataclass, so that the CLI links it whole instead of exposing its
+    fields as options.)
+    """
+
+    def __init__(
+        self,
+        words: Vocab,
+        chars: Vocab,
+        tags: Vocab,
+        tag_scheme: Literal["iob2", "bioes"] = "bioes",
+        lowercase: bool = False,
+        zero_digits: bool = True,
+        max_word_chars: int = 40,
+    ) -> None:
+        self.words = words
+        self.chars = chars
+        self.tags = tags
+        self.tag_scheme = tag_scheme
+        self.lowercase = lowercase
+        self.zero_digits = zero_digits
+        self.max_word_chars = max_word_chars
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaggingVocab) and self.state_dict() == other.state_dict()
+
+    @classmethod
+    def fit(
+        cls,
+        records: Sequence[dict[str, list[str]]],
+        min_word_freq: int = 1,
+        max_vocab_size: int | None = None,
+        tag_scheme: Literal["iob2", "bioes"] = "bioes",
+        lowercase: bool = False,
+        zero_digits: bool = True,
+        max_word_chars: int = 40,
+    ) -> TaggingVocab:
+        """Fit on training records (tags already in IOB2)."""
+        norm = [[normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records]
+        words = Vocab.fit(norm, min_freq=min_word_freq, max_size=max_vocab_size)
+        chars = Vocab.fit(list(w) for r in records for w in r["tokens"])
+        schemed = (convert(r["tags"], "iob2", tag_scheme) for r in records)
+        tags = Vocab.fit(schemed, pad=None, unk=None)
+        return cls(words, chars, tags, tag_scheme, lowercase, zero_digits, max_word_chars)
+
+    def encode_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """Word ids (time,) and character ids (time, chars<=max_word_chars)."""
+        word_ids = [
+            self.words.index(normalize_word(t, self.lowercase, self.zero_digits)) for t in tokens
+        ]
+        char_ids = [self.chars.encode(t[: self.max_word_chars]) for t in tokens]
+        return word_ids, char_ids
+
+    def schemed(self, tags: Sequence[str]) -> list[str]:
+        """IOB2 tags in the training scheme."""
+        return iob2_to_bioes(tags) if self.tag_scheme == "bioes" else list(tags)
+
+    def encode_tags(self, tags: Sequence[str]) -> list[int]:
+        """IOB2 tags to ids in the training scheme."""
+        return self.tags.encode(self.schemed(tags))
+
+    def decode_tags(self, ids: Sequence[int]) -> list[str]:
+        """Tag ids to IOB2 tags (ill-formed sequences repaired as conlleval reads them)."""
+        return to_iob2(self.tags.decode(ids), self.tag_scheme)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "words": self.words.state_dict(),
+            "chars": self.chars.state_dict(),
+            "tags": self.tags.state_dict(),
+            "tag_scheme": self.tag_scheme,
+            "lowercase": self.lowercase,
+            "zero_digits": self.zero_digits,
+            "max_word_chars": self.max_word_chars,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TaggingVocab:
+        return cls(
+            Vocab.from_state(state["words"]),
+            Vocab.from_state(state["chars"]),
+            Vocab.from_state(state["tags"]),
+            state["tag_scheme"],
+            state["lowercase"],
+            state["zero_digits"],
+            state["max_word_chars"],
+        )
+
+
+@dataclass
+class TaggingBatch:
+    """A padded batch of sentences.
+
+    word_ids: (batch, time); char_ids: (batch, time, chars); mask: (batch, time)
+    bool, True on real tokens; lengths: (batch,); tags: (batch, time) or None.
+    """
+
+    word_ids: torch.Tensor
+    char_ids: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    tags: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.word_ids.size(0)
+
+
+def encode_tagging(batch: dict[str, list[Any]], vocab: TaggingVocab) -> dict[str, list[Any]]:
+    """``Dataset.map`` function (batched): tokens and tags to ids."""
+    word_ids, char_ids = [], []
+    for tokens in batch["tokens"]:
+        w, c = vocab.encode_tokens(tokens)
+        word_ids.append(w)
+        char_ids.append(c)
+    out: dict[str, list[Any]] = {"word_ids": word_ids, "char_ids": char_ids}
+    if "tags" in batch:
+        out["tag_ids"] = [vocab.encode_tags(t) for t in batch["tags"]]
+    return out
+
+
+def collate_tagging(examples: Sequence[dict[str, Any]]) -> TaggingBatch:
+    """Pad encoded examples (``word_ids``, ``char_ids``, optional ``tag_ids``)."""
+    word_ids = pad_2d([e["word_ids"] for e in examples])
+    lengths = torch.tensor([len(e["word_ids"]) for e in examples], dtype=torch.long)
+    mask = torch.arange(word_ids.size(1))[None, :] < lengths[:, None]
+    tags = pad_2d([e["tag_ids"] for e in examples]) if "tag_ids" in examples[0] else None
+    return TaggingBatch(word_ids, pad_3d([e["char_ids"] for e in examples]), mask, lengths, tags)
+
+
+class TaggingDataModule(SeqDataModule):
+    """CoNLL / JSONL / hub tagging data with vocabularies fit on the training split.
+
+    Args:
+        dataset: a named dataset (``conll2002_es``, ``conll2002_nl``) whose train,
+            validation and test splits are used; leave null to give file paths.
+        train, validation, test: data sources (a file path, ``NAME:SPLIT`` or
+            ``hf:REPO[:CONFIG]:SPLIT``); not together with ``dataset``.
+        format: ``conll`` (column file), ``jsonl`` or ``auto`` (by file extension).
+        token_column, tag_column: columns of a CoNLL file (0-based; negative from the end).
+        input_scheme: tag scheme of the files: ``iob1``, ``iob2``, ``bioes`` or ``auto``.
+        tag_scheme: scheme the model is trained in (predictions are given in IOB2).
+        min_word_freq: words seen fewer times in training map to ``<unk>``.
+        lowercase, zero_digits: word normalisation for the word vocabulary.
+        hub_tokens_field, hub_tags_field: column names of hub datasets.
+    """
+
+    length_column = "word_ids"
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        train: str | None = None,
+        validation: str | None = None,
+        test: str | None = None,
+        format: TaggingFormat = "auto",
+        token_column: int = 0,
+        tag_column: int = -1,
+        input_scheme: Scheme | Literal["auto"] = "auto",
+        tag_scheme: Literal["iob2", "bioes"] = "bioes",
+        min_word_freq: int = 1,
+        max_vocab_size: int | None = None,
+        lowercase: bool = False,
+        zero_digits: bool = True,
+        max_word_chars: int = 40,
+        hub_tokens_field: str = "tokens",
+        hub_tags_field: str = "ner_tags",
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        pool_factor: int = 50,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            dataset,
+            train,
+            validation,
+            test,
+            batch_size,
+            eval_batch_size,
+            pool_factor,
+            num_workers,
+            seed,
+            cache_dir,
+        )
+        self.save_hyperparameters()
+        self._vocab: TaggingVocab | None = None
+
+    def from_hub(self, hub: Any) -> list[dict[str, list[str]]]:
+        h = self.hparams
+        names = hub.features[h.hub_tags_field].feature.names
+        tokens = [list(t) for t in hub[h.hub_tokens_field]]
+        tags = [[names[i] for i in row] for row in hub[h.hub_tags_field]]
+        source = detect_scheme(tags) if h.input_scheme == "auto" else h.input_scheme
+        return [
+            {"tokens": w, "tags": to_iob2(t, source)} for w, t in zip(tokens, tags, strict=True)
+        ]
+
+    @property
+    def vocab(self) -> TaggingVocab:
+        """Vocabularies fit on the training split (read on first use)."""
+        if self._vocab is None:
+            h = self.hparams
+            self._vocab = TaggingVocab.fit(
+                self.raw("train"),
+                h.min_word_freq,
+                h.max_vocab_size,
+                h.tag_scheme,
+                h.lowercase,
+                h.zero_digits,
+                h.max_word_chars,
+            )
+            log.info(
+                "vocabularies: %d words, %d characters, tags %s",
+                len(self._vocab.words),
+                len(self._vocab.chars),
+                self._vocab.tags.itos,
+            )
+        return self._vocab
+
+    def check_split(self, split: str, dataset: Any) -> None:
+        known = set(self.vocab.tags.itos)
+        unseen = sorted({t for tags in dataset["tags"] for t in self.vocab.schemed(tags)} - known)
+        if unseen:
+            raise ValueError(
+                f"{self.source_of(split)}: tags {unseen} never occur in the training data "
+                f"(known: {sorted(known)}); a model trained on it cannot predict them"
+            )
+
+    def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
+        h = self.hparams
+        return partial(
+            read_tagging_file,
+            fmt=h.format,
+            token_column=h.token_column,
+            tag_column=h.tag_column,
+            scheme=h.input_scheme,
+        )
+
+    def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+        return partial(encode_tagging, vocab=self.vocab)
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> TaggingBatch:
+        return collate_tagging(examples)

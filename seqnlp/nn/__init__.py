@@ -1,0 +1,1 @@
+"""Plain nn.Modules: tensors in, tensors out, no training logic."""

@@ -1,0 +1,75 @@
+"""Linear-chain CRF: pytorch-crf's likelihood and Viterbi, plus posterior marginals."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchcrf import CRF
+
+
+class LinearChainCRF(nn.Module):
+    """A batch-first, masked linear-chain CRF over ``num_tags`` tags.
+
+    Wraps ``torchcrf.CRF`` for the negative log-likelihood and Viterbi decoding and
+    adds forward-backward marginals (per-token tag posteriors). Masks must be
+    left-aligned (real tokens first) with at least one real token per sequence.
+    """
+
+    def __init__(self, num_tags: int) -> None:
+        super().__init__()
+        self.crf = CRF(num_tags, batch_first=True)
+
+    def neg_log_likelihood(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean over the batch of -log p(tags | emissions).
+
+        emissions: (batch, time, tags); tags: (batch, time); mask: (batch, time) bool.
+        """
+        return -self.crf(emissions, tags, mask=mask, reduction="mean")
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Viterbi paths, one list of length ``mask[i].sum()`` per sequence."""
+        return self.crf.decode(emissions, mask=mask)
+
+    def score(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Unnormalised path scores (batch,) of ``tags``."""
+        return self.crf._compute_score(
+            emissions.transpose(0, 1), tags.transpose(0, 1), mask.transpose(0, 1)
+        )
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z (batch,)."""
+        return self.crf._compute_normalizer(emissions.transpose(0, 1), mask.transpose(0, 1))
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Posterior p(tag_t = k | sentence): (batch, time, tags), zero at padding."""
+        crf = self.crf
+        batch, time, _ = emissions.shape
+        m = mask.unsqueeze(-1)  # (batch, time, 1)
+        trans = crf.transitions  # (from, to)
+        alpha = [crf.start_transitions + emissions[:, 0]]  # each (batch, tags)
+        for t in range(1, time):
+            step = torch.logsumexp(alpha[-1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha.append(torch.where(m[:, t], step, alpha[-1]))
+        # beta[t]: log score of the best continuation from tag at t to the end (incl. end).
+        lengths = mask.sum(dim=1)  # (batch,)
+        beta = [None] * time
+        nxt = crf.end_transitions.expand(batch, -1).clone()
+        for t in range(time - 1, -1, -1):
+            is_last = (lengths - 1 == t).unsqueeze(1)
+            if t == time - 1:
+                cur = nxt
+            else:
+                cont = torch.logsumexp(
+                    trans + (emissions[:, t + 1] + beta[t + 1]).unsqueeze(1), dim=2
+                )
+                cur = torch.where(m[:, t + 1], cont, nxt)
+            cur = torch.where(is_last, crf.end_transitions.expand(batch, -1), cur)
+            beta[t] = cur
+        log_z = torch.logsumexp(alpha[-1] + crf.end_transitions, dim=1)  # (batch,)
+        post = torch.stack([a + b for a, b in zip(alpha, beta, strict=True)], dim=1)
+        post = (post - log_z[:, None, None]).exp()
+        return post * m

@@ -1,0 +1,71 @@
+"""The recurrent encoder shared by every task: RNN, LSTM or GRU over packed sequences."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+Cell = Literal["rnn", "lstm", "gru"]
+_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class RNNEncoder(nn.Module):
+    """Stacked, optionally bidirectional recurrent encoder over padded batches.
+
+    Sequences are packed, so padding never enters the recurrence (and cuDNN's
+    fused kernels run on GPU).
+
+    Args:
+        input_size: features per time step.
+        hidden_size: units per direction.
+        num_layers: stacked layers; ``dropout`` is applied between them.
+        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
+        bidirectional: run a backward layer too; outputs concatenate both.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        cell: Cell = "lstm",
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.rnn = _CELLS[cell](
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+
+    def forward(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Encode.
+
+        Args:
+            inputs: (batch, time, input_size).
+            lengths: (batch,) real lengths, each >= 1.
+            initial: optional initial state, (layers * directions, batch, hidden)
+                (a pair of those for LSTM).
+
+        Returns:
+            outputs: (batch, time, output_size), zeros at padded positions.
+            final: the last real state of each layer and direction,
+                (layers * directions, batch, hidden) (a pair for LSTM).
+        """
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed, initial)
+        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+        return outputs, final

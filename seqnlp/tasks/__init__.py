@@ -1,0 +1,6 @@
+"""Lightning systems, one per task."""
+
+from seqnlp.tasks.base import System
+from seqnlp.tasks.tagger import Tagger
+
+__all__ = ["System", "Tagger"]

@@ -1,0 +1,94 @@
+"""What every seqnlp system (LightningModule) shares: checkpoints that stand alone."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+
+CKPT_KEY = "seqnlp"
+
+
+class System(pl.LightningModule):
+    """Base of the task systems.
+
+    A subclass takes its vocabularies as ``vocab`` (linked from the DataModule by
+    the CLI) and its hyper-parameters as typed arguments. Its checkpoints carry the
+    vocabularies and the task name, so ``System.load`` rebuilds a working model
+    from the file alone.
+    """
+
+    task: ClassVar[str] = ""
+    vocab_type: ClassVar[type]
+    #: hyper-parameters that point at training-time files, cleared when loading.
+    training_only_hparams: ClassVar[tuple[str, ...]] = ()
+
+    vocab: Any
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_KEY] = {
+            "task": self.task,
+            "class_path": f"{type(self).__module__}.{type(self).__name__}",
+            "vocab": self.vocab.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(CKPT_KEY)
+        if meta is None:
+            raise ValueError("not a seqnlp checkpoint (it has no vocabularies)")
+        if meta["task"] != self.task:
+            raise ValueError(f"checkpoint of a {meta['task']} model given to a {self.task} model")
+        if meta["vocab"] != self.vocab.state_dict():
+            raise ValueError(
+                "the checkpoint's vocabularies differ from those built from this recipe's "
+                "training data; use the same training data and vocabulary settings"
+            )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    @staticmethod
+    def read_checkpoint(path: str | Path) -> dict[str, Any]:
+        """Read a checkpoint with ``weights_only`` loading (no arbitrary pickled code)."""
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such checkpoint file")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for damaged files
+            raise ValueError(
+                f"{path}: cannot read checkpoint ({type(err).__name__}: {err})".split("\n")[0]
+            ) from None
+        if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt or "state_dict" not in ckpt:
+            raise ValueError(f"{path}: not a seqnlp checkpoint (expected weights and vocabularies)")
+        return ckpt
+
+    @classmethod
+    def load(cls, path: str | Path) -> System:
+        """Rebuild a system from a checkpoint file alone, in eval mode on the CPU."""
+        ckpt = cls.read_checkpoint(path)
+        meta = ckpt[CKPT_KEY]
+        system_cls = _system_class(meta["class_path"])
+        if not issubclass(system_cls, cls):
+            raise ValueError(
+                f"{path}: a {meta['task']} checkpoint, expected a {cls.task or 'seqnlp'} one"
+            )
+        hparams = dict(ckpt.get("hyper_parameters", {}))
+        for name in system_cls.training_only_hparams:
+            hparams.pop(name, None)
+        model = system_cls(vocab=system_cls.vocab_type.from_state(meta["vocab"]), **hparams)
+        model.load_state_dict(ckpt["state_dict"])
+        return model.eval()
+
+
+def _system_class(class_path: str) -> type[System]:
+    module, _, name = class_path.rpartition(".")
+    if not module.startswith("seqnlp."):
+        raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
+    found = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(found, type) and issubclass(found, System)):
+        raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
+    return found

@@ -1,0 +1,160 @@
+"""BiLSTM-CRF sequence tagger (Lample et al. 2016) as a Lightning system."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from seqnlp.data.tagging import TaggingBatch, TaggingVocab
+from seqnlp.metrics import entity_scores, gather_lists
+from seqnlp.nn.crf import LinearChainCRF
+from seqnlp.nn.embeddings import CharCNN, CharLSTM, load_word_vectors
+from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.tasks.base import System
+
+
+class Tagger(System):
+    """Word embeddings + character features -> stacked BiLSTM -> emissions -> CRF.
+
+    Args:
+        vocab: word, character and tag vocabularies (linked from the DataModule).
+        word_dim: word embedding size.
+        pretrained_embeddings: a word2vec/GloVe text file of ``word_dim``-sized
+            vectors to initialise the word embeddings (read when training starts).
+        freeze_embeddings: keep the word embeddings fixed.
+        char_encoder: ``lstm`` (bidirectional), ``cnn`` or ``none``.
+        char_dim: character embedding size.
+        char_hidden: per-direction LSTM size, or CNN filter count.
+        char_kernel_size: CNN kernel width.
+        hidden_size: per-direction size of the word-level LSTM.
+        num_layers: stacked word-level LSTM layers.
+        dropout: dropout on the token features and on the LSTM outputs.
+        word_dropout: probability of replacing a word by ``<unk>`` in training,
+            so that the model learns to rely on characters for rare words.
+        head: ``crf`` (Viterbi decoding) or ``softmax`` (independent argmax).
+    """
+
+    task = "tagging"
+    vocab_type = TaggingVocab
+    training_only_hparams = ("pretrained_embeddings",)
+
+    def __init__(
+        self,
+        vocab: TaggingVocab,
+        word_dim: int = 100,
+        pretrained_embeddings: str | None = None,
+        freeze_embeddings: bool = False,
+        char_encoder: Literal["lstm", "cnn", "none"] = "lstm",
+        char_dim: int = 25,
+        char_hidden: int = 25,
+        char_kernel_size: int = 3,
+        hidden_size: int = 100,
+        num_layers: int = 1,
+        dropout: float = 0.5,
+        word_dropout: float = 0.0,
+        head: Literal["crf", "softmax"] = "crf",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["vocab"])
+        self.vocab = vocab
+        self.word_embedding = nn.Embedding(
+            len(vocab.words), word_dim, padding_idx=vocab.words.pad_id
+        )
+        self.word_embedding.weight.requires_grad_(not freeze_embeddings)
+        self.char_features: nn.Module | None
+        if char_encoder == "lstm":
+            self.char_features = CharLSTM(len(vocab.chars), char_dim, char_hidden)
+        elif char_encoder == "cnn":
+            self.char_features = CharCNN(len(vocab.chars), char_dim, char_hidden, char_kernel_size)
+        else:
+            self.char_features = None
+        features = word_dim + (self.char_features.output_size if self.char_features else 0)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = RNNEncoder(features, hidden_size, num_layers, "lstm", True, dropout)
+        self.emission = nn.Linear(self.encoder.output_size, len(vocab.tags))
+        self.crf = LinearChainCRF(len(vocab.tags)) if head == "crf" else None
+        self._outputs: list[tuple[list[str], list[str]]] = []
+
+    # -- network ----------------------------------------------------------------
+    def emissions(self, batch: TaggingBatch) -> torch.Tensor:
+        """Tag scores (batch, time, tags) for a padded batch."""
+        word_ids = batch.word_ids
+        if self.training and self.hparams.word_dropout > 0:
+            drop = torch.rand(word_ids.shape, device=word_ids.device) < self.hparams.word_dropout
+            word_ids = word_ids.masked_fill(drop & batch.mask, self.vocab.words.unk_id)
+        x = self.word_embedding(word_ids)  # (batch, time, word_dim)
+        if self.char_features is not None:
+            x = torch.cat(
+                [x, self.char_features(batch.char_ids)], dim=-1
+            )  # (batch, time, features)
+        h, _ = self.encoder(self.dropout(x), batch.lengths)  # (batch, time, 2 * hidden)
+        return self.emission(self.dropout(h))  # (batch, time, tags)
+
+    def loss(self, emissions: torch.Tensor, batch: TaggingBatch) -> torch.Tensor:
+        assert batch.tags is not None
+        if self.crf is not None:
+            return self.crf.neg_log_likelihood(emissions, batch.tags, batch.mask)
+        return nn.functional.cross_entropy(emissions[batch.mask], batch.tags[batch.mask])
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Best tag ids per sentence (Viterbi with the CRF head), each of its real length."""
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        best = emissions.argmax(dim=-1)  # (batch, time)
+        return [row[m].tolist() for row, m in zip(best, mask, strict=True)]
+
+    def tag_probabilities(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-token tag posteriors (batch, time, tags): CRF marginals or softmax."""
+        if self.crf is not None:
+            return self.crf.marginals(emissions, mask)
+        return emissions.softmax(dim=-1) * mask.unsqueeze(-1)
+
+    # -- training ---------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        path = self.hparams.pretrained_embeddings
+        if stage == "fit" and path:
+            with torch.no_grad():
+                load_word_vectors(path, self.vocab.words, self.word_embedding.weight)
+
+    def training_step(self, batch: TaggingBatch, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self.emissions(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def _eval_step(self, batch: TaggingBatch, stage: str) -> None:
+        emissions = self.emissions(batch)
+        self.log(
+            f"{stage}/loss", self.loss(emissions, batch), batch_size=len(batch), sync_dist=True
+        )
+        assert batch.tags is not None
+        for path, gold, n in zip(
+            self.decode(emissions, batch.mask), batch.tags, batch.lengths, strict=True
+        ):
+            self._outputs.append(
+                (self.vocab.decode_tags(gold[:n].tolist()), self.vocab.decode_tags(path))
+            )
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        outputs = gather_lists(self._outputs)
+        self._outputs = []
+        if not outputs or self.trainer.sanity_checking:
+            return
+        scores = entity_scores([g for g, _ in outputs], [p for _, p in outputs])
+        # Every rank holds all predictions, so every rank logs the same corpus-level numbers.
+        main = {k: scores[k] for k in ("precision", "recall", "f1")}
+        self.log_dict({f"{stage}/{k}": v for k, v in main.items()}, prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k not in main})
+
+    def validation_step(self, batch: TaggingBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: TaggingBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
