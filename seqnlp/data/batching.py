@@ -66,7 +66,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             order = torch.randperm(n, generator=gen).tolist()
         else:
             order = list(range(n))
-        pool = self.batch_size * self.pool_factor if self.shuffle else n
+        pool = self.batch_size * self.pool_factor if self.shuffle else max(n, 1)
         batches: list[list[int]] = []
         for start in range(0, n, pool):
             chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
@@ -84,7 +84,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches = self._all_batches()
         if self.num_replicas > 1 and batches:
             total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
-            batches = batches + batches[: total - len(batches)]
+            # repeat cyclically: with fewer batches than ranks one copy may not be enough
+            filler = total - len(batches)
+            batches = batches + (batches * math.ceil(filler / len(batches)))[:filler]
             batches = batches[self.rank :: self.num_replicas]
         return iter(batches)
 
@@ -104,7 +106,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:
     """Stack integer rows of unequal length: (batch, max_len)."""
     width = max((len(r) for r in rows), default=0)
-    return torch.tensor([[*r, *([pad] * (width - len(r)))] for r in rows], dtype=torch.long)
+    padded = [[*r, *([pad] * (width - len(r)))] for r in rows]
+    return torch.tensor(padded, dtype=torch.long).view(len(rows), width)  # (0, 0) when empty
 
 
 def pad_3d(rows: Sequence[Sequence[Sequence[int]]], pad: int = 0) -> torch.Tensor:

@@ -55,6 +55,8 @@ def read_conll(
     None the records have tokens only. Tags are returned as written.
     """
     needed = max(_width(token_column), _width(tag_column) if tag_column is not None else 0)
+    if tag_column is not None:
+        needed = max(needed, 2)  # a token and a separate tag: a lone "O" is not token "O" + tag "O"
     tokens: list[str] = []
     tags: list[str] = []
     for lineno, line in iter_lines(path, encoding):
@@ -65,11 +67,20 @@ def read_conll(
             continue
         cols = split_columns(line)
         if cols[0] == DOCSTART:
+            # A document boundary ends any open sentence (it may stand glued to one).
+            if tokens:
+                yield _record(tokens, tags, tag_column)
+                tokens, tags = [], []
             continue
         if len(cols) < needed:
             raise ValueError(
                 f"{path}:{lineno}: expected at least {needed} columns (token column "
                 f"{token_column}, tag column {tag_column}), found {len(cols)}: {line!r}"
+            )
+        if tag_column is not None and token_column % len(cols) == tag_column % len(cols):
+            raise ValueError(
+                f"{path}:{lineno}: token column {token_column} and tag column {tag_column} are "
+                f"the same field on this line of {len(cols)} columns: {line!r}"
             )
         tokens.append(cols[token_column])
         if tag_column is not None:

@@ -206,8 +206,13 @@ def _download(entry: CatalogFile, dest: Path, missing: str, timeout: float = 10.
     except OSError as err:
         raise ValueError(f"{missing}. Downloading {entry.url} failed: {err}") from None
     if entry.zip_member is not None:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            payload = archive.read(entry.zip_member)
+        try:
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                payload = archive.read(entry.zip_member)
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise ValueError(f"{missing}. {entry.url} is not the expected archive: {err}") from None
+    if hashlib.sha256(payload).hexdigest() != entry.sha256:
+        raise ValueError(f"{missing}. The file downloaded from {entry.url} fails its SHA-256 check")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     tmp.write_bytes(payload)

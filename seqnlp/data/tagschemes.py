@@ -59,7 +59,9 @@ def to_iob2(tags: Sequence[str], scheme: Scheme) -> list[str]:
         if prefix == "O":
             out.append("O")
         elif scheme == "bioes":
-            out.append(f"B-{kind}" if prefix in ("B", "S") else f"I-{kind}")
+            # I-/E- after O, E-, S- or another type opens a chunk, as conlleval reads it
+            opens = prefix in ("B", "S") or kind != prev_type
+            out.append(f"B-{kind}" if opens else f"I-{kind}")
         elif prefix == "I" and kind != prev_type:
             out.append(f"B-{kind}")
         else:

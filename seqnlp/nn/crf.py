@@ -54,21 +54,15 @@ class LinearChainCRF(nn.Module):
         for t in range(1, time):
             step = torch.logsumexp(alpha[-1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
             alpha.append(torch.where(m[:, t], step, alpha[-1]))
-        # beta[t]: log score of the best continuation from tag at t to the end (incl. end).
+        # beta[t]: log-sum of the continuations from each tag at t to the end (end
+        # transition included, emission at t excluded); only real positions are used.
         lengths = mask.sum(dim=1)  # (batch,)
-        beta = [None] * time
-        nxt = crf.end_transitions.expand(batch, -1).clone()
-        for t in range(time - 1, -1, -1):
-            is_last = (lengths - 1 == t).unsqueeze(1)
-            if t == time - 1:
-                cur = nxt
-            else:
-                cont = torch.logsumexp(
-                    trans + (emissions[:, t + 1] + beta[t + 1]).unsqueeze(1), dim=2
-                )
-                cur = torch.where(m[:, t + 1], cont, nxt)
-            cur = torch.where(is_last, crf.end_transitions.expand(batch, -1), cur)
-            beta[t] = cur
+        end_scores = crf.end_transitions.expand(batch, -1)
+        beta: list[torch.Tensor] = [end_scores] * time
+        for t in range(time - 2, -1, -1):
+            step = (emissions[:, t + 1] + beta[t + 1]).unsqueeze(1)  # (batch, 1, to)
+            cont = torch.logsumexp(trans + step, dim=2)  # (batch, from)
+            beta[t] = torch.where((t < lengths - 1).unsqueeze(1), cont, end_scores)
         log_z = torch.logsumexp(alpha[-1] + crf.end_transitions, dim=1)  # (batch,)
         post = torch.stack([a + b for a, b in zip(alpha, beta, strict=True)], dim=1)
         post = (post - log_z[:, None, None]).exp()

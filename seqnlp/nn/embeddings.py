@@ -30,7 +30,7 @@ class CharCNN(nn.Module):
         batch, time, chars = char_ids.shape
         flat = char_ids.view(batch * time, chars)
         x = self.embedding(flat).transpose(1, 2)  # (words, char_dim, chars)
-        h = self.conv(x)  # (words, filters, chars)
+        h = self.conv(x)[:, :, :chars]  # (words, filters, chars); an even kernel adds one
         h = h.masked_fill((flat == 0).unsqueeze(1), float("-inf"))
         h = h.max(dim=2).values  # (words, filters)
         h = torch.where(torch.isinf(h), torch.zeros_like(h), h)  # words with no characters

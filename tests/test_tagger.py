@@ -1,0 +1,180 @@
+"""Contract tests of the tagger: gradients, save/load, batching invariance."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from seqnlp.data import TaggingDataModule
+from seqnlp.data.readers import read_tagging_file
+from seqnlp.data.tagging import TaggingVocab, collate_tagging
+from seqnlp.predict import TaggingPredictor, load
+from seqnlp.tasks import Tagger
+from seqnlp.tasks.base import System
+
+
+def _vocab(path: Path) -> TaggingVocab:
+    return TaggingVocab.fit(read_tagging_file(path), tag_scheme="bioes")
+
+
+def _batch(vocab: TaggingVocab, path: Path, n: int = 8):
+    records = read_tagging_file(path)[:n]
+    encoded = []
+    for r in records:
+        w, c = vocab.encode_tokens(r["tokens"])
+        encoded.append({"word_ids": w, "char_ids": c, "tag_ids": vocab.encode_tags(r["tags"])})
+    return collate_tagging(encoded)
+
+
+@pytest.mark.parametrize("char_encoder", ["lstm", "cnn", "none"])
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_every_parameter_receives_a_gradient(tiny_ner, char_encoder, head):
+    torch.manual_seed(0)
+    vocab = _vocab(tiny_ner["train"])
+    model = Tagger(
+        vocab,
+        word_dim=8,
+        char_encoder=char_encoder,
+        char_dim=4,
+        char_hidden=5,
+        hidden_size=6,
+        num_layers=2,
+        head=head,
+        dropout=0.1,
+    )
+    batch = _batch(vocab, tiny_ner["train"])
+    model.loss(model.emissions(batch), batch).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+def _fit(tiny_ner, tmp_path: Path, **model_args) -> tuple[pl.Trainer, Tagger, TaggingDataModule]:
+    pl.seed_everything(0)
+    data = TaggingDataModule(
+        train=str(tiny_ner["train"]),
+        validation=str(tiny_ner["validation"]),
+        test=str(tiny_ner["test"]),
+        batch_size=8,
+        cache_dir=str(tmp_path / "hf"),
+    )
+    model = Tagger(
+        data.vocab,
+        word_dim=16,
+        char_dim=8,
+        char_hidden=8,
+        hidden_size=16,
+        dropout=0.1,
+        **model_args,
+    )
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.01)  # type: ignore[method-assign]
+    trainer = pl.Trainer(
+        max_epochs=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer, model, data
+
+
+def test_training_learns_and_save_load_gives_identical_predictions(tiny_ner, tmp_path):
+    trainer, model, data = _fit(tiny_ner, tmp_path)
+    assert trainer.callback_metrics["val/f1"] > 80  # the tiny task is learnable
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    loaded = System.load(ckpt)
+    assert isinstance(loaded, Tagger)
+    assert loaded.vocab == model.vocab
+    model.eval()
+    batch = _batch(model.vocab, tiny_ner["test"], n=16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.emissions(batch), model.emissions(batch))
+
+    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])]
+    assert TaggingPredictor(model).predict(sentences) == load(ckpt).predict(sentences)
+
+
+def test_batched_prediction_equals_one_by_one(tiny_ner, tmp_path):
+    _, model, _ = _fit(tiny_ner, tmp_path)
+    sentences: list[str | list[str]] = [
+        " ".join(r["tokens"]) for r in read_tagging_file(tiny_ner["test"])
+    ]
+    random.Random(0).shuffle(sentences)
+    sentences[3] = ""  # an empty sentence gives an empty record in place
+    sentences.append(["Ana", "vive", "en", "Lima", "Zzyzx-unseen"])
+    batched = TaggingPredictor(model, batch_size=7).predict(sentences)
+    single = [TaggingPredictor(model, batch_size=1).predict([s])[0] for s in sentences]
+    assert len(batched) == len(sentences)
+    for b, s in zip(batched, single, strict=True):
+        assert b["tags"] == s["tags"]
+        assert [e["type"] for e in b["entities"]] == [e["type"] for e in s["entities"]]
+        for eb, es in zip(b["entities"], s["entities"], strict=True):
+            assert eb["confidence"] == pytest.approx(es["confidence"], abs=1e-3)
+    assert batched[3] == {"tokens": [], "tags": [], "entities": []}
+    assert batched[-1]["tokens"][-1] == "Zzyzx-unseen"
+
+
+def test_softmax_head_trains_and_round_trips(tiny_ner, tmp_path):
+    trainer, model, _ = _fit(tiny_ner, tmp_path, head="softmax", char_encoder="cnn")
+    ckpt = tmp_path / "softmax.ckpt"
+    trainer.save_checkpoint(ckpt)
+    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])]
+    assert load(ckpt).predict(sentences) == TaggingPredictor(model).predict(sentences)
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_pretrained_word_vectors_initialise_embeddings(tiny_ner, tmp_path, header):
+    vocab = _vocab(tiny_ner["train"])
+    path = tmp_path / "vectors.txt"
+    lines = ["2 4"] if header else []
+    lines += ["Ana 1 2 3 4", "madrid 0.5 0.5 0.5 0.5", "notinvocab 9 9 9 9"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = Tagger(vocab, word_dim=4, pretrained_embeddings=str(path))
+    model.setup("fit")
+    weight = model.word_embedding.weight
+    assert weight[vocab.words.index("Ana")].tolist() == [1, 2, 3, 4]
+    assert weight[vocab.words.index("Madrid")].tolist() == [0.5] * 4  # lowercase match
+    assert weight[vocab.words.pad_id].abs().sum() == 0
+
+
+def test_pretrained_vectors_of_wrong_size_name_file_and_line(tiny_ner, tmp_path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("Ana 1 2 3 4\nLuis 1 2\n", encoding="utf-8")
+    model = Tagger(_vocab(tiny_ner["train"]), word_dim=4, pretrained_embeddings=str(path))
+    with pytest.raises(ValueError, match=r"vectors.txt:2: expected a word and 4 numbers"):
+        model.setup("fit")
+
+
+def test_loading_a_file_that_is_not_a_checkpoint_fails_clearly(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load(bad)
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a seqnlp checkpoint"):
+        load(tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        load(tmp_path / "missing.ckpt")
+
+
+def test_unseen_validation_tag_is_reported(tiny_ner, tmp_path):
+    dev = tmp_path / "dev_misc.conll"
+    dev.write_text("Copa B-MISC\n\n", encoding="utf-8")
+    data = TaggingDataModule(
+        train=str(tiny_ner["train"]), validation=str(dev), cache_dir=str(tmp_path / "hf")
+    )
+    with pytest.raises(ValueError, match=r"dev_misc.conll: tags \['S-MISC'\] never occur"):
+        data.setup("fit")
+
+
+def test_dataset_and_paths_together_are_refused(tiny_ner):
+    with pytest.raises(ValueError, match="--data.dataset null"):
+        TaggingDataModule(dataset="conll2002_es", train=str(tiny_ner["train"]))
