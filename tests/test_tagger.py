@@ -85,7 +85,7 @@ def _fit(tiny_ner, tmp_path: Path, **model_args) -> tuple[pl.Trainer, Tagger, Ta
 
 
 def test_training_learns_and_save_load_gives_identical_predictions(tiny_ner, tmp_path):
-    trainer, model, data = _fit(tiny_ner, tmp_path)
+    trainer, model, _ = _fit(tiny_ner, tmp_path)
     assert trainer.callback_metrics["val/f1"] > 80  # the tiny task is learnable
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -176,5 +176,5 @@ def test_unseen_validation_tag_is_reported(tiny_ner, tmp_path):
 
 
 def test_dataset_and_paths_together_are_refused(tiny_ner):
-    with pytest.raises(ValueError, match="--data.dataset null"):
+    with pytest.raises(ValueError, match=r"--data\.dataset null"):
         TaggingDataModule(dataset="conll2002_es", train=str(tiny_ner["train"]))
