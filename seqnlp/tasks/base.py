@@ -76,7 +76,8 @@ class System(pl.LightningModule):
             raise ValueError(
                 f"{path}: a {meta['task']} checkpoint, expected a {cls.task or 'seqnlp'} one"
             )
-        hparams = dict(ckpt.get("hyper_parameters", {}))
+        # LightningCLI records private keys such as ``_class_path`` beside the arguments.
+        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
         for name in system_cls.training_only_hparams:
             hparams.pop(name, None)
         model = system_cls(vocab=system_cls.vocab_type.from_state(meta["vocab"]), **hparams)

@@ -1,0 +1,147 @@
+"""End-to-end CLI runs on tiny data made in the test: fit, test, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqnlp.cli import main, positional_recipes
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "recipes" / "quickstart" / "ner.yaml")
+
+
+def _data_args(tiny_ner: dict[str, Path], tmp_path: Path) -> list[str]:
+    return [
+        "--data.dataset", "null",
+        "--data.train", str(tiny_ner["train"]),
+        "--data.validation", str(tiny_ner["validation"]),
+        "--data.test", str(tiny_ner["test"]),
+        "--data.cache_dir", str(tmp_path / "hf"),
+    ]  # fmt: skip
+
+
+def test_positional_recipes_become_config_options():
+    assert positional_recipes(["fit", "a.yaml", "b.yaml", "--x", "1"]) == [
+        "fit", "--config", "a.yaml", "--config", "b.yaml", "--x", "1",
+    ]  # fmt: skip
+    assert positional_recipes(["test", "--config", "a.yaml"]) == ["test", "--config", "a.yaml"]
+    assert positional_recipes(["predict", "x"]) == ["predict", "x"]
+
+
+@pytest.fixture()
+def trained(tiny_ner, tmp_path, monkeypatch) -> dict[str, Path]:
+    """Fit the quickstart recipe on the tiny files (overridden from the command line)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", RECIPE, *_data_args(tiny_ner, tmp_path),
+          "--trainer.max_epochs", "6", "--trainer.enable_progress_bar", "false",
+          "--optimizer.init_args.lr", "0.01"])  # fmt: skip
+    run = tmp_path / "runs" / "quickstart-ner" / "tb" / "version_0"
+    best = sorted((run / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
+    return {"run": run, "best": best[0], **tiny_ner}
+
+
+def test_fit_saves_resolved_config_and_logs(trained):
+    config = (trained["run"] / "config.yaml").read_text(encoding="utf-8")
+    assert str(trained["train"]) in config  # the command-line override is recorded
+    assert "seqnlp.tasks.Tagger" in config
+    metrics = (trained["run"].parents[1] / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "val/f1" in metrics and "train/loss" in metrics
+
+
+def test_test_and_evaluate_agree_on_the_whole_test_set(trained, tmp_path, capsys):
+    main(["test", RECIPE, *_data_args(trained, tmp_path), "--ckpt_path", str(trained["best"]),
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    tested = capsys.readouterr().out
+    assert "test/f1" in tested
+
+    out = tmp_path / "metrics.json"
+    main(["evaluate", "--ckpt_path", str(trained["best"]), "--input", str(trained["test"]),
+          "--output", str(out)])  # fmt: skip
+    scores = json.loads(out.read_text())
+    assert scores["sentences"] == 30
+    assert scores["f1"] > 80
+    # The trainer's test F1 (gathered over the whole set) equals the predictor's.
+    line = next(ln for ln in tested.splitlines() if "test/f1 " in ln or "test/f1│" in ln)
+    value = float(line.split()[-2] if line.split()[-1] == "│" else line.split()[-1].strip("│"))
+    assert value == pytest.approx(scores["f1"], abs=1e-3)
+
+
+def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):
+    lines = ["Ana vive en Lima .", "", "   ", "Pedro dijo que Repsol y Naciones Unidas", "hoy"]
+    src = tmp_path / "input.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out" / "pred.jsonl"
+    main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
+          "--output", str(out)])  # fmt: skip
+    records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["tokens"] for r in records] == [ln.split() for ln in lines]
+    assert records[1] == records[2] == {"tokens": [], "tags": [], "entities": []}
+    first = records[0]
+    assert first["tags"][0] == "B-PER" and first["tags"][3] == "B-LOC"
+    assert {"type": "PER", "start": 0, "end": 1, "text": "Ana"}.items() <= first["entities"][0].items()
+    assert 0 < first["entities"][0]["confidence"] <= 1
+    assert not list(out.parent.glob(".*.part"))  # no temporary file left behind
+
+    conll = tmp_path / "pred.conll"
+    main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
+          "--output", str(conll), "--no_confidence"])  # fmt: skip
+    # Each record is its token lines closed by one blank line (an empty record: the blank line).
+    blocks: list[list[str]] = [[]]
+    for row in conll.read_text(encoding="utf-8").splitlines():
+        if row:
+            blocks[-1].append(row)
+        else:
+            blocks.append([])
+    assert blocks.pop() == []
+    assert [[r.split("\t")[0] for r in b] for b in blocks] == [ln.split() for ln in lines]
+    assert blocks[0][0] == "Ana\tB-PER"
+
+    # A CoNLL file as input: one record per sentence, tags in the file ignored.
+    again = tmp_path / "again.jsonl"
+    main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(trained["test"]),
+          "--input_format", "conll", "--output", str(again)])  # fmt: skip
+    assert len(again.read_text(encoding="utf-8").splitlines()) == 30
+
+
+def test_console_entry_point_predicts_from_stdin(trained):
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqnlp", "predict", "--ckpt_path", str(trained["best"]),
+         "--input", "-"],
+        input="Ana vive en Lima\n\nLuis\n", capture_output=True, text=True, timeout=120,
+        check=True,
+    )  # fmt: skip
+    records = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [r["tokens"] for r in records] == [["Ana", "vive", "en", "Lima"], [], ["Luis"]]
+
+
+def test_config_typo_fails_loudly(tiny_ner, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", RECIPE, *_data_args(tiny_ner, tmp_path), "--model.init_args.hiden_size", "8"])
+    assert exit_info.value.code != 0
+    assert "hiden_size" in capsys.readouterr().err
+
+
+def test_malformed_training_file_names_file_and_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Ana B-PER\nvive O\nen\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", RECIPE, "--data.dataset", "null", "--data.train", str(bad),
+              "--data.cache_dir", str(tmp_path / "hf"), "--trainer.max_epochs", "1"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "bad.conll:3: expected at least 2 columns" in capsys.readouterr().err
+
+
+def test_predict_with_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt_path", str(tmp_path / "none.ckpt"), "--input", "x.txt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"seqnlp: error: {tmp_path / 'none.ckpt'}: no such checkpoint file"

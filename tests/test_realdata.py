@@ -1,0 +1,59 @@
+"""Real-data checks through SEQNLP_DATA (skipped with a reason when it is unset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import real_data
+from seqnlp.data import TaggingDataModule
+from seqnlp.data.readers import read_tagging_file
+from seqnlp.metrics import entity_scores
+from seqnlp.predict import load
+from seqnlp.tasks import Tagger
+
+DATA = real_data()
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(DATA is None, reason="set SEQNLP_DATA to a folder with conll2002/esp.*"),
+]
+
+
+def _slice(src: Path, dest: Path, sentences: int) -> Path:
+    """The first ``sentences`` sentences of a CoNLL file."""
+    blocks = src.read_text(encoding="utf-8").split("\n\n")[:sentences]
+    dest.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    return dest
+
+
+def test_short_training_on_conll2002_es_slice_learns_entities(tmp_path):
+    """2,000 training sentences, 3 epochs: a working BiLSTM-CRF passes 55 entity F1 on
+    500 dev sentences (it reached 62 when this bar was set). A model that ignores its
+    input or mixes up axes stays far below: all-O scores 0 and the CoNLL-2002
+    baseline, which tags each word with its most frequent training class, about 36."""
+    assert DATA is not None
+    conll = DATA / "conll2002"
+    train = _slice(conll / "esp.train", tmp_path / "train.conll", 2000)
+    dev = _slice(conll / "esp.testa", tmp_path / "dev.conll", 500)
+    pl.seed_everything(1)
+    data = TaggingDataModule(train=str(train), validation=str(dev), batch_size=16,
+                             cache_dir=str(tmp_path / "hf"))
+    model = Tagger(data.vocab, word_dim=64, char_hidden=25, hidden_size=100, dropout=0.3)
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.003)  # type: ignore[method-assign]
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         gradient_clip_val=5.0, enable_checkpointing=False)
+    trainer.fit(model, datamodule=data)
+    f1 = float(trainer.callback_metrics["val/f1"])
+    assert f1 > 55, f"validation F1 {f1:.1f} after 3 epochs"
+
+    # The saved model, loaded for prediction, scores the same on the same sentences.
+    ckpt = tmp_path / "es.ckpt"
+    trainer.save_checkpoint(ckpt)
+    gold = read_tagging_file(dev)
+    pred = load(ckpt).predict([r["tokens"] for r in gold])
+    again = entity_scores([r["tags"] for r in gold], [p["tags"] for p in pred])["f1"]
+    assert again == pytest.approx(f1, abs=1e-3)
