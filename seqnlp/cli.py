@@ -75,23 +75,25 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="input file, or - for standard input")
     p.add_argument("--output", default="-", help="output file (default: standard output)")
     p.add_argument(
-        "--input_format",
-        default="auto",
-        choices=["auto", "text", "conll", "jsonl"],
-        help="text: one whitespace-tokenised sentence per line (default unless the "
-        "file ends in .conll / .jsonl)",
-    )
+        "--input_format", default="auto", choices=["auto", "text", "conll", "jsonl"],
+        help="text: one item per line (tagging: whitespace-tokenised); conll (tagging); jsonl "
+        "(field tokens for tagging, text for classification). auto: by extension, else text",
+    )  # fmt: skip
     p.add_argument(
-        "--output_format",
-        default="auto",
-        choices=["auto", "jsonl", "conll"],
-        help="jsonl (default) or conll (chosen by a .conll output name)",
-    )
+        "--output_format", default="auto", choices=["auto", "jsonl", "conll", "tsv"],
+        help="jsonl (default), conll (tagging) or tsv (classification); auto: by extension",
+    )  # fmt: skip
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument(
-        "--no_confidence", action="store_true", help="skip the per-entity confidences (faster)"
-    )
+    p.add_argument("--no_confidence", action="store_true", help="tagging: skip entity confidences")
     return p
+
+
+def _column(value: str) -> int | str:
+    """A column given by index (possibly negative) or by name."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -99,15 +101,22 @@ def evaluate_parser() -> argparse.ArgumentParser:
         prog="seqnlp evaluate", description="Score a checkpoint on a labelled file."
     )
     p.add_argument("--ckpt_path", required=True)
-    p.add_argument(
-        "--input", required=True, help="labelled file (or NAME:SPLIT of a named dataset)"
-    )
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
-    p.add_argument("--token_column", type=int, default=0)
-    p.add_argument("--tag_column", type=int, default=-1)
-    p.add_argument("--scheme", default="auto", choices=["auto", "iob1", "iob2", "bioes"])
+    p.add_argument("--input", required=True, help="labelled file, or NAME:SPLIT of a named dataset")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--output", help="also write the metrics as JSON to this file")
+    p.add_argument(
+        "--format", default="auto",
+        choices=["auto", "conll", "jsonl", "labeltext", "tsv", "csv"],
+        help="tagging: conll or jsonl; classification: labeltext, tsv, csv or jsonl",
+    )  # fmt: skip
+    tagging = p.add_argument_group("tagging")
+    tagging.add_argument("--token_column", type=int, default=0)
+    tagging.add_argument("--tag_column", type=int, default=-1)
+    tagging.add_argument("--scheme", default="auto", choices=["auto", "iob1", "iob2", "bioes"])
+    classification = p.add_argument_group("classification")
+    classification.add_argument("--label_column", type=_column, default=0, help="index or name")
+    classification.add_argument("--text_column", type=_column, default=-1, help="index or name")
+    classification.add_argument("--header", action=argparse.BooleanOptionalAction, default=None)
     return p
 
 
@@ -134,15 +143,15 @@ def run_evaluate(argv: Sequence[str]) -> None:
     predictor = load(args.ckpt_path, batch_size=args.batch_size)
     source = parse_source(args.input)
     path = resolve_named(source.name, source.split) if source.kind == "named" else args.input
-    assert isinstance(predictor, TaggingPredictor)
-    scores = predictor.evaluate(
-        path,
-        fmt=args.format,
-        token_column=args.token_column,
-        tag_column=args.tag_column,
-        scheme=args.scheme,
-    )
-    text = json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2)
+    if isinstance(predictor, TaggingPredictor):
+        options = {"token_column": args.token_column, "tag_column": args.tag_column,
+                   "scheme": args.scheme}  # fmt: skip
+    else:
+        options = {"label_column": args.label_column, "text_column": args.text_column,
+                   "header": args.header}  # fmt: skip
+    scores = predictor.evaluate(path, fmt=args.format, **options)  # type: ignore[attr-defined]
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+    text = json.dumps(rounded, indent=2, ensure_ascii=False)
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -47,3 +47,39 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
         scores[f"f1_{kind}"] = 100 * row["f1-score"]
         scores[f"support_{kind}"] = float(row["support"])
     return scores
+
+
+def classification_scores(
+    gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 (percent), per-class precision / recall / F1 / support and
+    the confusion matrix (``confusion[g][p]``: examples of class g predicted as p).
+
+    gold, pred: class ids into ``labels``. A class never predicted and never seen
+    has precision, recall and F1 of 0 (it still counts in the macro average).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    k = len(labels)
+    confusion = [[0] * k for _ in range(k)]
+    for g, p in zip(gold, pred, strict=True):
+        confusion[g][p] += 1
+    scores: dict[str, Any] = {
+        "accuracy": 100 * sum(confusion[i][i] for i in range(k)) / max(len(gold), 1)
+    }
+    f1s = []
+    for i, label in enumerate(labels):
+        tp = confusion[i][i]
+        predicted = sum(confusion[r][i] for r in range(k))
+        support = sum(confusion[i])
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        f1s.append(f1)
+        scores[f"precision_{label}"] = 100 * precision
+        scores[f"recall_{label}"] = 100 * recall
+        scores[f"f1_{label}"] = 100 * f1
+        scores[f"support_{label}"] = float(support)
+    scores["macro_f1"] = 100 * sum(f1s) / max(k, 1)
+    scores["confusion"] = confusion
+    return scores

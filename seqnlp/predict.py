@@ -1,7 +1,8 @@
 """Prediction from a checkpoint: raw text in, labels out, in the input order.
 
 The one place that turns ids back into text for users. ``load(path)`` reads a
-checkpoint (no recipe, no data files) and returns the task's predictor.
+checkpoint (no recipe, no data files) and returns the task's predictor; the
+predictors' ``predict`` takes a list, ``predict_file`` streams a file.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Any, Literal, TextIO
 
 import torch
 
+from seqnlp.data.classification import collate_classification
 from seqnlp.data.readers import iter_lines, read_conll, read_tagging_file
 from seqnlp.data.tagging import TaggingBatch, collate_tagging
 from seqnlp.data.tagschemes import spans
-from seqnlp.metrics import entity_scores
+from seqnlp.data.text_readers import read_labelled_text
+from seqnlp.metrics import classification_scores, entity_scores
 from seqnlp.tasks.base import System
+from seqnlp.tasks.classifier import Classifier
 from seqnlp.tasks.tagger import Tagger
 
 Record = dict[str, Any]
@@ -29,6 +33,10 @@ Record = dict[str, Any]
 
 class Predictor:
     """Base: batches inputs sorted by length, restores the input order."""
+
+    #: the JSON-lines input field, and the output formats besides ``jsonl``.
+    jsonl_field: str = "text"
+    text_formats: tuple[str, ...] = ()
 
     def __init__(self, system: System, batch_size: int = 64) -> None:
         if batch_size < 1:
@@ -53,6 +61,10 @@ class Predictor:
     def predict_batch(self, items: Sequence[Any]) -> list[Record]:
         raise NotImplementedError
 
+    def format_record(self, record: Record, fmt: str) -> str:
+        """One record as output text (``jsonl`` here; subclasses add formats)."""
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
 
 class TaggingPredictor(Predictor):
     """Tags whitespace-tokenised sentences (strings) or token lists.
@@ -64,6 +76,8 @@ class TaggingPredictor(Predictor):
     """
 
     system: Tagger
+    jsonl_field = "tokens"
+    text_formats = ("conll",)
 
     def __init__(self, system: Tagger, batch_size: int = 64, confidence: bool = True) -> None:
         super().__init__(system, batch_size)
@@ -89,7 +103,7 @@ class TaggingPredictor(Predictor):
             word_ids, char_ids = vocab.encode_tokens(sentences[i])
             encoded.append({"word_ids": word_ids, "char_ids": char_ids})
         batch: TaggingBatch = collate_tagging(encoded)
-        emissions = self.system.emissions(batch)
+        emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)
         probs = self.system.tag_probabilities(emissions, batch.mask) if self.confidence else None
         for row, (i, path) in enumerate(zip(real, paths, strict=True)):
@@ -98,11 +112,8 @@ class TaggingPredictor(Predictor):
             entities = []
             for kind, start, end in spans(tags):
                 entity: Record = {
-                    "type": kind,
-                    "start": start,
-                    "end": end,
-                    "text": " ".join(tokens[start:end]),
-                }
+                    "type": kind, "start": start, "end": end, "text": " ".join(tokens[start:end]),
+                }  # fmt: skip
                 if probs is not None:
                     p = probs[row, torch.arange(start, end), torch.tensor(path[start:end])]
                     entity["confidence"] = round(float(p.min()), 4)
@@ -110,7 +121,14 @@ class TaggingPredictor(Predictor):
             records[i] = {"tokens": tokens, "tags": tags, "entities": entities}
         return records
 
-    def evaluate(self, path: str | Path, **reader_options: Any) -> dict[str, float]:
+    def format_record(self, record: Record, fmt: str) -> str:
+        """``conll``: ``token<TAB>tag`` lines closed by one blank line."""
+        if fmt != "conll":
+            return super().format_record(record, fmt)
+        rows = "".join(f"{w}\t{t}\n" for w, t in zip(record["tokens"], record["tags"], strict=True))
+        return rows + "\n"
+
+    def evaluate(self, path: str | Path, **reader_options: Any) -> dict[str, Any]:
         """Entity scores of the model on a labelled tagging file."""
         gold = read_tagging_file(path, **reader_options)
         pred = self.predict([r["tokens"] for r in gold])
@@ -118,35 +136,92 @@ class TaggingPredictor(Predictor):
         return {"sentences": float(len(gold)), **scores}
 
 
+class ClassificationPredictor(Predictor):
+    """Labels raw texts.
+
+    Each record is ``{"text", "label", "probability", "probabilities"}``
+    (probabilities by label). Text that is empty or only whitespace gives
+    ``label`` and ``probability`` null and no probabilities.
+    """
+
+    system: Classifier
+    text_formats = ("tsv",)
+
+    def length(self, item: str) -> int:
+        return len(item.split())
+
+    @torch.inference_mode()
+    def predict_batch(self, items: Sequence[str]) -> list[Record]:
+        vocab = self.system.vocab
+        records: list[Record] = [
+            {"text": t, "label": None, "probability": None, "probabilities": {}} for t in items
+        ]
+        encoded = {i: vocab.encode_text(t) for i, t in enumerate(items) if t.strip()}
+        encoded = {i: ids for i, ids in encoded.items() if ids}
+        if not encoded:
+            return records
+        batch = collate_classification([{"token_ids": ids} for ids in encoded.values()])
+        probs = self.system.logits(batch).softmax(dim=-1)  # (batch, classes)
+        labels = vocab.labels.itos
+        for row, i in zip(probs.tolist(), encoded, strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            records[i].update(
+                label=labels[best],
+                probability=round(row[best], 4),
+                probabilities={label: round(p, 4) for label, p in zip(labels, row, strict=True)},
+            )
+        return records
+
+    def format_record(self, record: Record, fmt: str) -> str:
+        """``tsv``: ``label<TAB>probability<TAB>text`` (empty cells for empty text)."""
+        if fmt != "tsv":
+            return super().format_record(record, fmt)
+        prob = "" if record["probability"] is None else f"{record['probability']:.4f}"
+        return f"{record['label'] or ''}\t{prob}\t{record['text']}\n"
+
+    def evaluate(self, path: str | Path, **reader_options: Any) -> dict[str, Any]:
+        """Accuracy, macro-F1, per-class scores and confusion matrix on a labelled file."""
+        gold = read_labelled_text(path, **reader_options)
+        labels = self.system.vocab.labels
+        unseen = sorted({r["label"] for r in gold} - set(labels.itos))
+        if unseen:
+            raise ValueError(f"{path}: labels {unseen} are not among the model's {labels.itos}")
+        pred = self.predict([r["text"] for r in gold])
+        scores = classification_scores(
+            [labels.index(r["label"]) for r in gold],
+            [labels.index(p["label"]) for p in pred],
+            labels.itos,
+        )
+        return {"examples": float(len(gold)), **scores, "labels": labels.itos}
+
+
 def load(path: str | Path, batch_size: int = 64) -> Predictor:
     """The predictor for a checkpoint, whatever its task."""
     system = System.load(path)
     if isinstance(system, Tagger):
         return TaggingPredictor(system, batch_size)
+    if isinstance(system, Classifier):
+        return ClassificationPredictor(system, batch_size)
     raise ValueError(f"{path}: no predictor for task {system.task!r}")
 
 
 # -- files ------------------------------------------------------------------------
 InputFormat = Literal["auto", "text", "conll", "jsonl"]
-OutputFormat = Literal["auto", "jsonl", "conll"]
 
 
-def read_inputs(path: str, fmt: InputFormat = "auto") -> Iterator[list[str]]:
-    """Yield the token lists of a prediction input file, one per record.
+def read_inputs(path: str, fmt: InputFormat = "auto", jsonl_field: str = "text") -> Iterator[Any]:
+    """Yield the items of a prediction input file, one per record.
 
-    ``text``: one whitespace-tokenised sentence per line (an empty line is an empty
-    sentence); ``conll``: blank-line separated column files (tokens in column 0);
-    ``jsonl``: objects with ``tokens``. ``-`` reads standard input as text.
+    ``text``: one item per line, the line as it is (an empty line is an empty
+    item); ``conll``: token lists of blank-line separated column files (tokens in
+    column 0); ``jsonl``: the ``jsonl_field`` of each object (an empty line is an
+    empty item). ``-`` reads standard input as text.
     """
     if fmt == "auto":
-        fmt = (
-            "conll"
-            if path.endswith((".conll", ".iob", ".bio", ".txt.conll"))
-            else ("jsonl" if path.endswith(".jsonl") else "text")
-        )
+        fmt = "conll" if path.endswith(".conll") else "jsonl" if path.endswith(".jsonl") else "text"
     if path == "-":
         for line in sys.stdin:
-            yield line.split()
+            yield line.rstrip("\r\n")
         return
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such input file")
@@ -156,23 +231,17 @@ def read_inputs(path: str, fmt: InputFormat = "auto") -> Iterator[list[str]]:
     elif fmt == "jsonl":
         for lineno, line in iter_lines(path):
             if not line.strip():
-                yield []
+                yield ""
                 continue
             try:
-                tokens = json.loads(line)["tokens"]
+                yield json.loads(line)[jsonl_field]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{lineno}: expected an object with 'tokens'") from None
-            yield [str(t) for t in tokens]
+                raise ValueError(
+                    f"{path}:{lineno}: expected an object with {jsonl_field!r}"
+                ) from None
     else:
         for _, line in iter_lines(path):
-            yield line.split()
-
-
-def format_record(record: Record, fmt: Literal["jsonl", "conll"]) -> str:
-    if fmt == "jsonl":
-        return json.dumps(record, ensure_ascii=False) + "\n"
-    rows = "".join(f"{w}\t{t}\n" for w, t in zip(record["tokens"], record["tags"], strict=True))
-    return rows + "\n"
+            yield line
 
 
 @contextmanager
@@ -204,27 +273,44 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def output_format(predictor: Predictor, output_path: str, fmt: str = "auto") -> str:
+    """The output format: as asked, else by the output's extension, else ``jsonl``."""
+    if fmt == "auto":
+        suffix = Path(output_path).suffix.lstrip(".")
+        fmt = suffix if suffix in predictor.text_formats else "jsonl"
+    if fmt != "jsonl" and fmt not in predictor.text_formats:
+        known = ", ".join(("jsonl", *predictor.text_formats))
+        raise ValueError(
+            f"output format {fmt!r} does not fit a {predictor.system.task} model: {known}"
+        )
+    return fmt
+
+
 def predict_file(
     predictor: Predictor,
     input_path: str,
     output_path: str,
     input_format: InputFormat = "auto",
-    output_format: OutputFormat = "auto",
+    output_fmt: str = "auto",
     chunk_size: int = 10_000,
 ) -> int:
-    """Stream ``input_path`` through the predictor; returns the number of records written."""
-    fmt: Literal["jsonl", "conll"] = (
-        ("conll" if output_path.endswith(".conll") else "jsonl")
-        if output_format == "auto"
-        else output_format
-    )
+    """Stream ``input_path`` through the predictor in chunks; returns the records written."""
+    fmt = output_format(predictor, output_path, output_fmt)
     count = 0
+    items = read_inputs(input_path, input_format, predictor.jsonl_field)
     with atomic_output(output_path) as out:
-        for chunk in chunked(read_inputs(input_path, input_format), chunk_size):
+        for chunk in chunked(items, chunk_size):
             for record in predictor.predict(chunk):
-                out.write(format_record(record, fmt))
+                out.write(predictor.format_record(record, fmt))
                 count += 1
     return count
 
 
-__all__ = ["Predictor", "TaggingPredictor", "load", "predict_file", "read_inputs"]
+__all__ = [
+    "ClassificationPredictor",
+    "Predictor",
+    "TaggingPredictor",
+    "load",
+    "predict_file",
+    "read_inputs",
+]

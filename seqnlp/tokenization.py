@@ -120,3 +120,140 @@ def normalize_word(word: str, lowercase: bool = False, zero_digits: bool = False
     if zero_digits:
         word = _DIGITS.sub("0", word)
     return word
+
+
+class WordTokenizer:
+    """Whitespace tokenisation onto a word ``Vocab`` (``<pad>`` = 0, ``<unk>`` = 1)."""
+
+    kind = "word"
+
+    def __init__(self, vocab: Vocab, lowercase: bool = False) -> None:
+        self.vocab = vocab
+        self.lowercase = lowercase
+
+    @classmethod
+    def fit(
+        cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None,
+        lowercase: bool = False,
+    ) -> WordTokenizer:  # fmt: skip
+        words = (cls.split(t, lowercase) for t in texts)
+        return cls(Vocab.fit(words, min_freq=min_freq, max_size=max_size), lowercase)
+
+    @staticmethod
+    def split(text: str, lowercase: bool = False) -> list[str]:
+        return (text.lower() if lowercase else text).split()
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab.pad_id
+
+    @property
+    def unk_id(self) -> int:
+        return self.vocab.unk_id
+
+    def pieces(self, text: str) -> list[str]:
+        return self.split(text, self.lowercase)
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.encode(self.pieces(text))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.vocab.decode(i for i in ids if i != self.pad_id))
+
+    def id_to_piece(self, i: int) -> str:
+        return self.vocab.itos[i]
+
+    def as_vocab(self) -> Vocab:
+        return self.vocab
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab": self.vocab.state_dict(), "lowercase": self.lowercase}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WordTokenizer:
+        return cls(Vocab.from_state(state["vocab"]), state["lowercase"])
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model (unigram or BPE) trained in memory on training text.
+
+    Ids: ``<pad>`` = 0, ``<unk>`` = 1, then the pieces. The model is kept as its
+    serialised bytes, so a checkpoint carries it without files or pickled classes.
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, lowercase: bool = False) -> None:
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self.lowercase = lowercase
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 8000,
+        model_type: str = "unigram",
+        lowercase: bool = False,
+        character_coverage: float = 1.0,
+    ) -> SentencePieceTokenizer:
+        """Train on ``texts`` (deterministic: one thread, no sampling of the input)."""
+        import io
+
+        import sentencepiece as spm
+
+        if model_type not in ("unigram", "bpe"):
+            raise ValueError(f"sentencepiece model_type must be unigram or bpe, got {model_type!r}")
+        lines = [(t.lower() if lowercase else t) for t in texts if t.strip()]
+        if not lines:
+            raise ValueError("cannot train a SentencePiece model on no text")
+        buffer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=buffer, vocab_size=vocab_size,
+            model_type=model_type, character_coverage=character_coverage, pad_id=0,
+            unk_id=1, bos_id=-1, eos_id=-1, hard_vocab_limit=False, num_threads=1,
+            input_sentence_size=0, minloglevel=2,
+        )  # fmt: skip
+        return cls(buffer.getvalue(), lowercase)
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    pad_id = 0
+    unk_id = 1
+
+    def pieces(self, text: str) -> list[str]:
+        return self.processor.encode(text.lower() if self.lowercase else text, out_type=str)
+
+    def encode(self, text: str) -> list[int]:
+        return self.processor.encode(text.lower() if self.lowercase else text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.processor.decode([i for i in ids if i != self.pad_id])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.processor.id_to_piece(i)
+
+    def as_vocab(self) -> Vocab:
+        """The pieces as a ``Vocab`` with the same ids (for loading vectors by piece)."""
+        return Vocab([self.processor.id_to_piece(i) for i in range(2, len(self))])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model_proto": self.model_proto, "lowercase": self.lowercase}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SentencePieceTokenizer:
+        return cls(state["model_proto"], state["lowercase"])
+
+
+Tokenizer = WordTokenizer | SentencePieceTokenizer
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    kinds: dict[str, Any] = {"word": WordTokenizer, "sentencepiece": SentencePieceTokenizer}
+    return kinds[state["kind"]].from_state(state)

@@ -84,7 +84,9 @@ def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):
     assert records[1] == records[2] == {"tokens": [], "tags": [], "entities": []}
     first = records[0]
     assert first["tags"][0] == "B-PER" and first["tags"][3] == "B-LOC"
-    assert {"type": "PER", "start": 0, "end": 1, "text": "Ana"}.items() <= first["entities"][0].items()
+    assert {"type": "PER", "start": 0, "end": 1, "text": "Ana"}.items() <= first["entities"][
+        0
+    ].items()
     assert 0 < first["entities"][0]["confidence"] <= 1
     assert not list(out.parent.glob(".*.part"))  # no temporary file left behind
 
@@ -145,3 +147,71 @@ def test_predict_with_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"seqnlp: error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
+
+
+SENTIMENT = str(ROOT / "recipes" / "quickstart" / "sentiment.yaml")
+
+
+def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+def test_classifier_fit_test_evaluate_predict_end_to_end(tmp_path, monkeypatch, capsys):
+    import random
+
+    rng = random.Random(0)
+    good, bad = ["good", "great", "fine", "superb"], ["bad", "dull", "awful", "weak"]
+
+    def rows(n: int) -> list[tuple[str, str]]:
+        out = []
+        for _ in range(n):
+            y = rng.randrange(2)
+            out.append((f"the film is {rng.choice(good if y else bad)} .", "pos" if y else "neg"))
+        return out
+
+    train = _write_tsv(tmp_path / "train.tsv", rows(200))
+    dev = _write_tsv(tmp_path / "dev.tsv", rows(40))
+    test = _write_tsv(tmp_path / "test.tsv", rows(40))
+    monkeypatch.chdir(tmp_path)
+    data = ["--data.dataset", "null", "--data.train", str(train), "--data.validation", str(dev),
+            "--data.test", str(test), "--data.label_column", "label", "--data.text_column",
+            "sentence", "--data.cache_dir", str(tmp_path / "hf")]  # fmt: skip
+    main(["fit", SENTIMENT, *data, "--trainer.max_epochs", "5", "--trainer.enable_progress_bar",
+          "false", "--model.cell", "gru", "--data.tokenizer", "sentencepiece",
+          "--data.vocab_size", "40"])  # fmt: skip
+    run = tmp_path / "runs" / "quickstart-sentiment" / "tb" / "version_0"
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert "sentencepiece" in (run / "config.yaml").read_text()
+
+    capsys.readouterr()
+    main(["test", SENTIMENT, *data, "--data.tokenizer", "sentencepiece", "--data.vocab_size", "40",
+          "--model.cell", "gru", "--ckpt_path", str(best), "--trainer.enable_progress_bar",
+          "false"])  # fmt: skip
+    assert "test/accuracy" in capsys.readouterr().out
+
+    out = tmp_path / "metrics.json"
+    main(["evaluate", "--ckpt_path", str(best), "--input", str(test), "--label_column", "label",
+          "--text_column", "sentence", "--output", str(out)])  # fmt: skip
+    scores = json.loads(out.read_text())
+    assert scores["examples"] == 40 and scores["accuracy"] > 90
+    assert scores["labels"] == ["neg", "pos"]
+    assert sum(map(sum, scores["confusion"])) == 40
+
+    src = tmp_path / "reviews.txt"
+    src.write_text("the film is superb .\n\nthe film is awful .\n", encoding="utf-8")
+    pred = tmp_path / "labels.tsv"
+    main(["predict", "--ckpt_path", str(best), "--input", str(src), "--output", str(pred)])
+    rows_out = pred.read_text(encoding="utf-8").splitlines()
+    assert [r.split("\t")[0] for r in rows_out] == ["pos", "", "neg"]
+    assert rows_out[1] == "\t\t"
+    jsonl = tmp_path / "labels.jsonl"
+    main(["predict", "--ckpt_path", str(best), "--input", str(src), "--output", str(jsonl)])
+    records = [json.loads(x) for x in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["label"] == "pos" and 0.5 < records[0]["probability"] <= 1
+    assert set(records[0]["probabilities"]) == {"neg", "pos"}
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt_path", str(best), "--input", str(src), "--output_format", "conll"])
+    assert exit_info.value.code == 2
+    assert "does not fit a classification model" in capsys.readouterr().err

@@ -1,6 +1,13 @@
 """Readers, data sources, batching and the task DataModules."""
 
 from seqnlp.data.base import SeqDataModule
+from seqnlp.data.classification import ClassificationDataModule, ClassificationVocab
 from seqnlp.data.tagging import TaggingDataModule, TaggingVocab
 
-__all__ = ["SeqDataModule", "TaggingDataModule", "TaggingVocab"]
+__all__ = [
+    "ClassificationDataModule",
+    "ClassificationVocab",
+    "SeqDataModule",
+    "TaggingDataModule",
+    "TaggingVocab",
+]

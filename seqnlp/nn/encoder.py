@@ -26,6 +26,9 @@ class RNNEncoder(nn.Module):
         num_layers: stacked layers; ``dropout`` is applied between them.
         cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
         bidirectional: run a backward layer too; outputs concatenate both.
+        learn_initial_state: start from a learned state instead of zeros.
+        orthogonal_init: initialise the recurrent (hidden-to-hidden) matrices
+            orthogonally, gate by gate (Saxe et al. 2014), and biases at zero.
     """
 
     def __init__(
@@ -36,6 +39,8 @@ class RNNEncoder(nn.Module):
         cell: Cell = "lstm",
         bidirectional: bool = True,
         dropout: float = 0.0,
+        learn_initial_state: bool = False,
+        orthogonal_init: bool = False,
     ) -> None:
         super().__init__()
         self.cell = cell
@@ -48,6 +53,29 @@ class RNNEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.output_size = hidden_size * (2 if bidirectional else 1)
+        states = num_layers * (2 if bidirectional else 1)
+        self.initial_h: nn.Parameter | None = None
+        self.initial_c: nn.Parameter | None = None
+        if learn_initial_state:
+            self.initial_h = nn.Parameter(torch.zeros(states, 1, hidden_size))
+            if cell == "lstm":
+                self.initial_c = nn.Parameter(torch.zeros(states, 1, hidden_size))
+        if orthogonal_init:
+            for name, weight in self.rnn.named_parameters():
+                if name.startswith("weight_hh"):
+                    for gate in weight.data.split(hidden_size, dim=0):  # (hidden, hidden) each
+                        nn.init.orthogonal_(gate)
+                elif name.startswith("bias"):
+                    nn.init.zeros_(weight.data)
+
+    def learned_initial(self, batch: int) -> State | None:
+        """The learned initial state expanded to ``batch`` (None when not learned)."""
+        if self.initial_h is None:
+            return None
+        h = self.initial_h.expand(-1, batch, -1).contiguous()
+        if self.initial_c is not None:
+            return h, self.initial_c.expand(-1, batch, -1).contiguous()
+        return h
 
     def forward(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
@@ -58,7 +86,7 @@ class RNNEncoder(nn.Module):
             inputs: (batch, time, input_size).
             lengths: (batch,) real lengths, each >= 1.
             initial: optional initial state, (layers * directions, batch, hidden)
-                (a pair of those for LSTM).
+                (a pair of those for LSTM); default the learned state, or zeros.
 
         Returns:
             outputs: (batch, time, output_size), zeros at padded positions.
@@ -66,6 +94,8 @@ class RNNEncoder(nn.Module):
                 (layers * directions, batch, hidden) (a pair for LSTM).
         """
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        if initial is None:
+            initial = self.learned_initial(inputs.size(0))
         out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
         return outputs, final

@@ -1,6 +1,7 @@
 """Lightning systems, one per task."""
 
 from seqnlp.tasks.base import System
+from seqnlp.tasks.classifier import Classifier
 from seqnlp.tasks.tagger import Tagger
 
-__all__ = ["System", "Tagger"]
+__all__ = ["Classifier", "System", "Tagger"]

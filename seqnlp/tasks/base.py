@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
+from seqnlp.metrics import gather_lists
+
 CKPT_KEY = "seqnlp"
 
 
@@ -26,8 +28,61 @@ class System(pl.LightningModule):
     #: hyper-parameters that point at training-time files, cleared when loading.
     training_only_hparams: ClassVar[tuple[str, ...]] = ()
 
+    #: corpus-level metrics shown in the progress bar (logged as ``stage/name``).
+    main_metrics: ClassVar[tuple[str, ...]] = ()
+
     vocab: Any
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._eval_outputs: list[Any] = []
+
+    # -- what a task provides ----------------------------------------------------
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate_batch(self, batch: Any) -> tuple[torch.Tensor, list[Any]]:
+        """The batch's loss and one output per example, for ``corpus_scores``."""
+        raise NotImplementedError
+
+    def corpus_scores(self, outputs: list[Any], stage: str) -> dict[str, float]:
+        """Metrics over the outputs of the whole validation or test set."""
+        raise NotImplementedError
+
+    # -- shared loop hooks ---------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        loss, outputs = self.evaluate_batch(batch)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
+        self._eval_outputs.extend(outputs)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        # Every rank receives all outputs, so every rank logs the same corpus-level numbers.
+        outputs = gather_lists(self._eval_outputs)
+        self._eval_outputs = []
+        if not outputs or self.trainer.sanity_checking:
+            return
+        scores = self.corpus_scores(outputs, stage)
+        self.log_dict({f"{stage}/{k}": scores.pop(k) for k in self.main_metrics}, prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- checkpoints -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = {
             "task": self.task,
@@ -77,7 +132,9 @@ class System(pl.LightningModule):
                 f"{path}: a {meta['task']} checkpoint, expected a {cls.task or 'seqnlp'} one"
             )
         # LightningCLI records private keys such as ``_class_path`` beside the arguments.
-        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        hparams = {
+            k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")
+        }
         for name in system_cls.training_only_hparams:
             hparams.pop(name, None)
         model = system_cls(vocab=system_cls.vocab_type.from_state(meta["vocab"]), **hparams)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from seqnlp.data.tagging import TaggingBatch, TaggingVocab
-from seqnlp.metrics import entity_scores, gather_lists
+from seqnlp.metrics import entity_scores
 from seqnlp.nn.crf import LinearChainCRF
 from seqnlp.nn.embeddings import CharCNN, CharLSTM, load_word_vectors
 from seqnlp.nn.encoder import RNNEncoder
@@ -38,6 +38,7 @@ class Tagger(System):
 
     task = "tagging"
     vocab_type = TaggingVocab
+    main_metrics = ("precision", "recall", "f1")
     training_only_hparams = ("pretrained_embeddings",)
 
     def __init__(
@@ -75,7 +76,6 @@ class Tagger(System):
         self.encoder = RNNEncoder(features, hidden_size, num_layers, "lstm", True, dropout)
         self.emission = nn.Linear(self.encoder.output_size, len(vocab.tags))
         self.crf = LinearChainCRF(len(vocab.tags)) if head == "crf" else None
-        self._outputs: list[tuple[list[str], list[str]]] = []
 
     # -- network ----------------------------------------------------------------
     def emissions(self, batch: TaggingBatch) -> torch.Tensor:
@@ -118,43 +118,23 @@ class Tagger(System):
             with torch.no_grad():
                 load_word_vectors(path, self.vocab.words, self.word_embedding.weight)
 
-    def training_step(self, batch: TaggingBatch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self.emissions(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
+    def training_loss(self, batch: TaggingBatch) -> torch.Tensor:
+        return self.loss(self.emissions(batch), batch)
 
-    def _eval_step(self, batch: TaggingBatch, stage: str) -> None:
+    def evaluate_batch(
+        self, batch: TaggingBatch
+    ) -> tuple[torch.Tensor, list[tuple[list[str], list[str]]]]:
+        """Loss and (gold, predicted) IOB2 tags per sentence."""
         emissions = self.emissions(batch)
-        self.log(
-            f"{stage}/loss", self.loss(emissions, batch), batch_size=len(batch), sync_dist=True
-        )
         assert batch.tags is not None
-        for path, gold, n in zip(
-            self.decode(emissions, batch.mask), batch.tags, batch.lengths, strict=True
-        ):
-            self._outputs.append(
-                (self.vocab.decode_tags(gold[:n].tolist()), self.vocab.decode_tags(path))
-            )
+        paths = self.decode(emissions, batch.mask)
+        outputs = [
+            (self.vocab.decode_tags(gold[:n].tolist()), self.vocab.decode_tags(path))
+            for path, gold, n in zip(paths, batch.tags, batch.lengths, strict=True)
+        ]
+        return self.loss(emissions, batch), outputs
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        outputs = gather_lists(self._outputs)
-        self._outputs = []
-        if not outputs or self.trainer.sanity_checking:
-            return
-        scores = entity_scores([g for g, _ in outputs], [p for _, p in outputs])
-        # Every rank holds all predictions, so every rank logs the same corpus-level numbers.
-        main = {k: scores[k] for k in ("precision", "recall", "f1")}
-        self.log_dict({f"{stage}/{k}": v for k, v in main.items()}, prog_bar=True)
-        self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k not in main})
-
-    def validation_step(self, batch: TaggingBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: TaggingBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+    def corpus_scores(
+        self, outputs: list[tuple[list[str], list[str]]], stage: str
+    ) -> dict[str, float]:
+        return entity_scores([g for g, _ in outputs], [p for _, p in outputs])

@@ -1,0 +1,189 @@
+"""Text-classification data: tokenizer and label vocabulary, batches, the DataModule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import torch
+
+from seqnlp.data.base import SeqDataModule
+from seqnlp.data.batching import pad_2d
+from seqnlp.data.text_readers import TextFormat, read_labelled_text
+from seqnlp.tokenization import (
+    SentencePieceTokenizer,
+    Tokenizer,
+    Vocab,
+    WordTokenizer,
+    tokenizer_from_state,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ClassificationVocab:
+    """The tokenizer and the label set; stored in every classifier checkpoint.
+
+    Labels are ordered alphabetically, so class ids do not depend on frequencies.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, labels: Vocab) -> None:
+        self.tokenizer = tokenizer
+        self.labels = labels
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClassificationVocab) and self.state_dict() == other.state_dict()
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ClassificationVocab:
+        return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]))
+
+
+@dataclass
+class ClassificationBatch:
+    """token_ids: (batch, time); mask: (batch, time) bool; lengths: (batch,);
+    labels: (batch,) or None."""
+
+    token_ids: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.token_ids.size(0)
+
+
+def encode_classification(
+    batch: dict[str, list[Any]], vocab: ClassificationVocab
+) -> dict[str, list[Any]]:
+    """``Dataset.map`` function (batched): text and label to ids."""
+    out: dict[str, list[Any]] = {"token_ids": [vocab.encode_text(t) for t in batch["text"]]}
+    if "label" in batch:
+        out["label_id"] = [vocab.labels.index(label) for label in batch["label"]]
+    return out
+
+
+def collate_classification(examples: Sequence[dict[str, Any]]) -> ClassificationBatch:
+    token_ids = pad_2d([e["token_ids"] for e in examples])
+    lengths = torch.tensor([len(e["token_ids"]) for e in examples], dtype=torch.long)
+    mask = torch.arange(token_ids.size(1))[None, :] < lengths[:, None]
+    labels = (
+        torch.tensor([e["label_id"] for e in examples], dtype=torch.long)
+        if "label_id" in examples[0]
+        else None
+    )
+    return ClassificationBatch(token_ids, mask, lengths, labels)
+
+
+class ClassificationDataModule(SeqDataModule):
+    """Labelled text with a tokenizer and label set fit on the training split.
+
+    Args:
+        dataset: a named dataset (``sst2``, ``sample_sentiment``); or null and
+            ``train`` / ``validation`` / ``test`` sources (file, ``NAME:SPLIT``,
+            ``hf:REPO[:CONFIG]:SPLIT``).
+        format: ``labeltext`` ("label text" lines), ``tsv``, ``csv``, ``jsonl`` or
+            ``auto`` (by extension: .tsv, .csv, .jsonl, else labeltext).
+        label_column, text_column: column names (tsv/csv with a header row, jsonl
+            fields) or indices (negative from the end).
+        header: tsv/csv files start with a header row (default: when a column is named).
+        tokenizer: ``word`` (whitespace, vocabulary of training words) or
+            ``sentencepiece`` (trained on the training text).
+        vocab_size, sp_model_type: SentencePiece vocabulary size and ``unigram`` / ``bpe``.
+        min_word_freq, max_vocab_size: word-vocabulary limits.
+        lowercase: lowercase text before tokenising.
+        hub_text_field, hub_label_field: column names of hub datasets.
+    """
+
+    length_column = "token_ids"
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        train: str | None = None,
+        validation: str | None = None,
+        test: str | None = None,
+        format: TextFormat = "auto",
+        label_column: int | str = 0,
+        text_column: int | str = -1,
+        header: bool | None = None,
+        tokenizer: Literal["word", "sentencepiece"] = "word",
+        vocab_size: int = 8000,
+        sp_model_type: Literal["unigram", "bpe"] = "unigram",
+        min_word_freq: int = 1,
+        max_vocab_size: int | None = None,
+        lowercase: bool = False,
+        hub_text_field: str = "sentence",
+        hub_label_field: str = "label",
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        pool_factor: int = 50,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            dataset, train, validation, test, batch_size, eval_batch_size, pool_factor,
+            num_workers, seed, cache_dir,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self._vocab: ClassificationVocab | None = None
+
+    def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
+        h = self.hparams
+        return partial(
+            read_labelled_text, fmt=h.format, label_column=h.label_column,
+            text_column=h.text_column, header=h.header,
+        )  # fmt: skip
+
+    def from_hub(self, hub: Any) -> list[dict[str, Any]]:
+        h = self.hparams
+        feature = hub.features[h.hub_label_field]
+        names = getattr(feature, "names", None)
+        return [
+            {"text": row[h.hub_text_field],
+             "label": names[row[h.hub_label_field]] if names else str(row[h.hub_label_field])}
+            for row in hub
+        ]  # fmt: skip
+
+    @property
+    def vocab(self) -> ClassificationVocab:
+        """Tokenizer and label set fit on the training split (read on first use)."""
+        if self._vocab is None:
+            h = self.hparams
+            train = self.raw("train")
+            texts = train["text"]
+            tokenizer: Tokenizer
+            if h.tokenizer == "sentencepiece":
+                tokenizer = SentencePieceTokenizer.fit(
+                    texts, h.vocab_size, h.sp_model_type, h.lowercase
+                )
+            else:
+                tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
+            labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
+            self._vocab = ClassificationVocab(tokenizer, labels)
+            log.info("tokenizer: %s, %d ids; labels %s", h.tokenizer, len(tokenizer), labels.itos)
+        return self._vocab
+
+    def check_split(self, split: str, dataset: Any) -> None:
+        unseen = sorted(set(dataset["label"]) - set(self.vocab.labels.itos))
+        if unseen:
+            raise ValueError(
+                f"{self.source_of(split)}: labels {unseen} never occur in the training data "
+                f"(known: {self.vocab.labels.itos}); a model trained on it cannot predict them"
+            )
+
+    def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+        return partial(encode_classification, vocab=self.vocab)
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> ClassificationBatch:
+        return collate_classification(examples)
