@@ -142,8 +142,10 @@ def test_sentencepiece_data_module_trains_on_training_text_only(tmp_path):
     train.write_text("1 good good film\n0 bad bad film\n" * 20, encoding="utf-8")
     dev = tmp_path / "dev.txt"
     dev.write_text("1 xylophone quartet\n", encoding="utf-8")
-    data = ClassificationDataModule(train=str(train), validation=str(dev), tokenizer="sentencepiece",
-                                    vocab_size=30, cache_dir=str(tmp_path / "hf"))  # fmt: skip
+    data = ClassificationDataModule(
+        train=str(train), validation=str(dev), tokenizer="sentencepiece", vocab_size=30,
+        cache_dir=str(tmp_path / "hf"),
+    )  # fmt: skip
     tokenizer = data.vocab.tokenizer
     pieces = {tokenizer.id_to_piece(i) for i in range(len(tokenizer))}
     assert any("g" in p for p in pieces) and not any("x" in p or "q" in p for p in pieces)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import real_data
+
 from seqnlp.data import ClassificationDataModule, TaggingDataModule
 from seqnlp.data.readers import read_tagging_file
 from seqnlp.metrics import entity_scores
