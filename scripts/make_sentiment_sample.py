@@ -12,12 +12,46 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-POS = ["good", "great", "wonderful", "moving", "funny", "clever", "charming", "superb",
-       "gripping", "beautiful", "fresh", "delightful"]
-NEG = ["bad", "dull", "boring", "awful", "tedious", "clumsy", "flat", "lifeless", "stale",
-       "messy", "predictable", "weak"]
-THINGS = ["film", "movie", "story", "script", "cast", "ending", "soundtrack", "acting",
-          "direction", "dialogue"]
+POS = [
+    "good",
+    "great",
+    "wonderful",
+    "moving",
+    "funny",
+    "clever",
+    "charming",
+    "superb",
+    "gripping",
+    "beautiful",
+    "fresh",
+    "delightful",
+]
+NEG = [
+    "bad",
+    "dull",
+    "boring",
+    "awful",
+    "tedious",
+    "clumsy",
+    "flat",
+    "lifeless",
+    "stale",
+    "messy",
+    "predictable",
+    "weak",
+]
+THINGS = [
+    "film",
+    "movie",
+    "story",
+    "script",
+    "cast",
+    "ending",
+    "soundtrack",
+    "acting",
+    "direction",
+    "dialogue",
+]
 OPENERS = ["", "honestly ,", "in the end ,", "overall ,", "sadly ,", "frankly ,"]
 
 
