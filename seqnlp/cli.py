@@ -85,6 +85,12 @@ def predict_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--no_confidence", action="store_true", help="tagging: skip entity confidences")
+    p.add_argument(
+        "--n_best",
+        type=int,
+        default=1,
+        help="tagging: also give the N most probable tag sequences (CRF head)",
+    )
     return p
 
 
@@ -126,7 +132,9 @@ def run_predict(argv: Sequence[str]) -> None:
     args = predict_parser().parse_args(argv)
     predictor = load(args.ckpt_path, batch_size=args.batch_size)
     if isinstance(predictor, TaggingPredictor):
-        predictor.confidence = not args.no_confidence
+        predictor = TaggingPredictor(
+            predictor.system, args.batch_size, confidence=not args.no_confidence, n_best=args.n_best
+        )
     start = time.perf_counter()
     n = predict_file(predictor, args.input, args.output, args.input_format, args.output_format)
     elapsed = time.perf_counter() - start

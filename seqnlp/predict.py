@@ -8,6 +8,7 @@ predictors' ``predict`` takes a list, ``predict_file`` streams a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -73,15 +74,26 @@ class TaggingPredictor(Predictor):
     is ``{"type", "start", "end", "text", "confidence"}`` (``end`` exclusive). The
     confidence is the lowest posterior probability, under the model, of the
     predicted tag on any of the entity's tokens (CRF marginals, or the softmax).
+    With ``n_best`` > 1 a record also has ``"n_best"``: up to that many distinct
+    ``{"tags", "probability"}``, from the CRF's k-best paths in order (the first is
+    the Viterbi path); BIOES paths that read as the same IOB2 tags are merged and
+    their probabilities summed.
     """
 
     system: Tagger
     jsonl_field = "tokens"
     text_formats = ("conll",)
 
-    def __init__(self, system: Tagger, batch_size: int = 64, confidence: bool = True) -> None:
+    def __init__(
+        self, system: Tagger, batch_size: int = 64, confidence: bool = True, n_best: int = 1
+    ) -> None:
         super().__init__(system, batch_size)
+        if n_best < 1:
+            raise ValueError(f"n_best must be at least 1, got {n_best}")
+        if n_best > 1 and system.crf is None:
+            raise ValueError("n-best paths need the CRF head (this tagger has a softmax head)")
         self.confidence = confidence
+        self.n_best = n_best
 
     @staticmethod
     def tokens_of(item: str | Sequence[str]) -> list[str]:
@@ -106,6 +118,10 @@ class TaggingPredictor(Predictor):
         emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)
         probs = self.system.tag_probabilities(emissions, batch.mask) if self.confidence else None
+        # Ask for extra paths: several BIOES paths can read as the same IOB2 tags.
+        nbest = (
+            self.system.nbest(emissions, batch.mask, 3 * self.n_best) if self.n_best > 1 else None
+        )
         for row, (i, path) in enumerate(zip(real, paths, strict=True)):
             tokens = sentences[i]
             tags = vocab.decode_tags(path)
@@ -119,7 +135,19 @@ class TaggingPredictor(Predictor):
                     entity["confidence"] = round(float(p.min()), 4)
                 entities.append(entity)
             records[i] = {"tokens": tokens, "tags": tags, "entities": entities}
+            if nbest is not None:
+                records[i]["n_best"] = self._distinct(nbest[row])
         return records
+
+    def _distinct(self, paths: list[tuple[list[int], float]]) -> list[Record]:
+        """Up to ``n_best`` distinct IOB2 tag sequences, in the order of their best path;
+        each probability sums the paths that read as that sequence."""
+        merged: dict[tuple[str, ...], float] = {}
+        for path, log_prob in paths:
+            tags = tuple(self.system.vocab.decode_tags(path))
+            if tags in merged or len(merged) < self.n_best:
+                merged[tags] = merged.get(tags, 0.0) + math.exp(log_prob)
+        return [{"tags": list(t), "probability": round(p, 4)} for t, p in merged.items()]
 
     def format_record(self, record: Record, fmt: str) -> str:
         """``conll``: ``token<TAB>tag`` lines closed by one blank line."""

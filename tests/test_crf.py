@@ -356,3 +356,19 @@ def test_char_lstm_word_vector_is_final_states_of_bilstm():
         seq, _ = module.lstm(x)
     expected = torch.cat([seq[0, -1, :3], seq[0, 0, 3:]])
     torch.testing.assert_close(out[0, 1], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [[4, 2, 1], [3, 3, 3], [1]])
+@pytest.mark.parametrize("n", [1, 4, 30])
+def test_nbest_matches_sorted_enumeration(lengths, n):
+    """k-best Viterbi returns the n best paths of the enumeration, in order, with their
+    scores; with n above the number of paths (3**length), all of them."""
+    crf = make_crf(seed=11)
+    emissions, mask = make_batch(lengths, seed=12, time=5)
+    nbest = crf.nbest(emissions, mask, n)
+    for b, length in enumerate(lengths):
+        paths, scores = enumerate_paths(crf, emissions[b], length)
+        order = scores.argsort(descending=True)[:n].tolist()
+        assert [p for p, _ in nbest[b]] == [list(paths[i]) for i in order]
+        assert [s for _, s in nbest[b]] == pytest.approx(scores[order].tolist(), abs=1e-9)
+        assert nbest[b][0][0] == crf.decode(emissions, mask)[b]

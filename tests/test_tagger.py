@@ -178,3 +178,17 @@ def test_unseen_validation_tag_is_reported(tiny_ner, tmp_path):
 def test_dataset_and_paths_together_are_refused(tiny_ner):
     with pytest.raises(ValueError, match=r"--data\.dataset null"):
         TaggingDataModule(dataset="conll2002_es", train=str(tiny_ner["train"]))
+
+
+def test_nbest_prediction_gives_probable_alternatives(tiny_ner, tmp_path):
+    _, model, _ = _fit(tiny_ner, tmp_path)
+    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])][:10]
+    records = TaggingPredictor(model, n_best=3).predict(sentences)
+    for record in records:
+        alternatives = record["n_best"]
+        assert len(alternatives) == 3
+        assert alternatives[0]["tags"] == record["tags"]  # the best path is the Viterbi path
+        probs = [a["probability"] for a in alternatives]
+        assert all(p > 0 for p in probs) and sum(probs) <= 1.0001
+        assert len({tuple(a["tags"]) for a in alternatives}) == 3
+    assert TaggingPredictor(model).predict(sentences)[0].keys() == {"tokens", "tags", "entities"}

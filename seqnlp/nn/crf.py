@@ -32,6 +32,51 @@ class LinearChainCRF(nn.Module):
         """Viterbi paths, one list of length ``mask[i].sum()`` per sequence."""
         return self.crf.decode(emissions, mask=mask)
 
+    @torch.no_grad()
+    def nbest(
+        self, emissions: torch.Tensor, mask: torch.Tensor, n: int
+    ) -> list[list[tuple[list[int], float]]]:
+        """The ``n`` highest-scoring paths per sequence, best first (k-best Viterbi).
+
+        Returns, per sequence, up to ``n`` pairs ``(path, score)`` with unnormalised
+        path scores (fewer when the sequence has fewer distinct paths).
+        emissions: (batch, time, tags); mask: (batch, time) bool, left-aligned.
+        """
+        crf = self.crf
+        batch, time, tags = emissions.shape
+        device = emissions.device
+        neg_inf = torch.finfo(emissions.dtype).min
+        # score[b, j, r]: the r-th best score of a path ending in tag j at step t.
+        score = emissions.new_full((batch, tags, n), neg_inf)
+        score[:, :, 0] = crf.start_transitions + emissions[:, 0]
+        # At a padded step every (tag, rank) keeps its own entry.
+        stay = torch.arange(tags, device=device)[:, None] * n + torch.arange(n, device=device)
+        history: list[torch.Tensor] = []  # each (batch, tags, n): index into (from tag, rank)
+        for t in range(1, time):
+            cand = score.unsqueeze(3) + crf.transitions[None, :, None, :]  # (batch, from, rank, to)
+            cand = cand.permute(0, 3, 1, 2).reshape(batch, tags, tags * n)  # (batch, to, from*rank)
+            best, index = cand.topk(n, dim=2)  # (batch, to, n)
+            keep = mask[:, t].view(batch, 1, 1)
+            score = torch.where(keep, best + emissions[:, t].unsqueeze(2), score)
+            history.append(torch.where(keep, index, stay.expand(batch, -1, -1)))
+        final = (score + crf.end_transitions[None, :, None]).reshape(batch, tags * n)
+        top, top_index = final.topk(n, dim=1)  # (batch, n), n <= tags * n always
+        results: list[list[tuple[list[int], float]]] = []
+        for b in range(batch):
+            paths: list[tuple[list[int], float]] = []
+            for r in range(n):
+                if top[b, r] <= neg_inf / 2:  # fewer than n distinct paths
+                    break
+                flat = int(top_index[b, r])
+                path = [flat // n]
+                for t in range(time - 1, 0, -1):
+                    flat = int(history[t - 1][b, flat // n, flat % n])
+                    if mask[b, t]:
+                        path.append(flat // n)
+                paths.append((path[::-1], float(top[b, r])))
+            results.append(paths)
+        return results
+
     def score(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:

@@ -105,6 +105,18 @@ class Tagger(System):
         best = emissions.argmax(dim=-1)  # (batch, time)
         return [row[m].tolist() for row, m in zip(best, mask, strict=True)]
 
+    def nbest(
+        self, emissions: torch.Tensor, mask: torch.Tensor, n: int
+    ) -> list[list[tuple[list[int], float]]]:
+        """The ``n`` most probable tag-id paths per sentence with their log-probabilities."""
+        if self.crf is None:
+            raise ValueError("n-best paths need the CRF head (this tagger has a softmax head)")
+        log_z = self.crf.log_partition(emissions, mask).tolist()  # (batch,)
+        return [
+            [(path, score - z) for path, score in paths]
+            for paths, z in zip(self.crf.nbest(emissions, mask, n), log_z, strict=True)
+        ]
+
     def tag_probabilities(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-token tag posteriors (batch, time, tags): CRF marginals or softmax."""
         if self.crf is not None:
