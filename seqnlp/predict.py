@@ -20,7 +20,7 @@ from typing import Any, Literal, TextIO
 import torch
 
 from seqnlp.data.classification import collate_classification
-from seqnlp.data.readers import iter_lines, read_conll, read_tagging_file
+from seqnlp.data.readers import iter_json_lines, iter_lines, read_conll, read_tagging_file
 from seqnlp.data.tagging import TaggingBatch, collate_tagging
 from seqnlp.data.tagschemes import spans
 from seqnlp.data.text_readers import read_labelled_text
@@ -257,16 +257,13 @@ def read_inputs(path: str, fmt: InputFormat = "auto", jsonl_field: str = "text")
         for record in read_conll(path, tag_column=None):
             yield record["tokens"]
     elif fmt == "jsonl":
-        for lineno, line in iter_lines(path):
-            if not line.strip():
+        for lineno, obj in iter_json_lines(path, keep_blank=True):
+            if obj is None:
                 yield ""
-                continue
-            try:
-                yield json.loads(line)[jsonl_field]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(
-                    f"{path}:{lineno}: expected an object with {jsonl_field!r}"
-                ) from None
+            elif isinstance(obj, dict) and jsonl_field in obj:
+                yield obj[jsonl_field]
+            else:
+                raise ValueError(f"{path}:{lineno}: expected an object with {jsonl_field!r}")
     else:
         for _, line in iter_lines(path):
             yield line

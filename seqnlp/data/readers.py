@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from seqnlp.data.tagschemes import Scheme, detect_scheme, is_valid_tag, to_iob2
 
@@ -33,6 +33,27 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                     f"{err.start}); convert the file to {encoding} or set the reader's encoding"
                 ) from None
             yield lineno, line.rstrip("\r\n")
+
+
+def iter_json_lines(
+    path: str | Path, encoding: str = "utf-8", keep_blank: bool = False
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` of a JSON-lines file.
+
+    Blank lines are skipped, or yielded as ``None`` with ``keep_blank``. A line that
+    is not JSON raises ``ValueError`` naming the file and line.
+    """
+    for lineno, line in iter_lines(path, encoding):
+        if not line.strip():
+            if keep_blank:
+                yield lineno, None
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err.msg}") from None
+        except (ValueError, RecursionError) as err:  # huge integers, very deep nesting
+            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err}") from None
 
 
 def split_columns(line: str) -> list[str]:
@@ -108,13 +129,7 @@ def read_tagging_jsonl(
     path: str | Path, encoding: str = "utf-8", require_tags: bool = True
 ) -> Iterator[dict[str, list[str]]]:
     """Read JSON lines with ``tokens`` and ``tags`` lists of equal length."""
-    for lineno, line in iter_lines(path, encoding):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err.msg}") from None
+    for lineno, obj in iter_json_lines(path, encoding):
         if not isinstance(obj, dict) or not _is_str_list(obj.get("tokens")):
             raise ValueError(f"{path}:{lineno}: expected an object with 'tokens': list of strings")
         if not require_tags and "tags" not in obj:

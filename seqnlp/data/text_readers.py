@@ -10,12 +10,11 @@ naming the file, the line and what was expected.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from seqnlp.data.readers import iter_lines
+from seqnlp.data.readers import iter_json_lines, iter_lines
 
 TextFormat = Literal["auto", "labeltext", "tsv", "csv", "jsonl"]
 
@@ -73,15 +72,7 @@ def _jsonl(
 ) -> Iterator[dict[str, str]]:
     label_key = label_column if isinstance(label_column, str) else "label"
     text_key = text_column if isinstance(text_column, str) else "text"
-    for lineno, line in iter_lines(path, encoding):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err.msg}") from None
-        except (ValueError, RecursionError) as err:  # huge integers, very deep nesting
-            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err}") from None
+    for lineno, obj in iter_json_lines(path, encoding):
         if not isinstance(obj, dict) or text_key not in obj or label_key not in obj:
             raise ValueError(
                 f"{path}:{lineno}: expected an object with {text_key!r} and {label_key!r}"
