@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -54,11 +55,12 @@ def test_fit_saves_resolved_config_and_logs(trained):
     assert "val/f1" in metrics and "train/loss" in metrics
 
 
-def test_test_and_evaluate_agree_on_the_whole_test_set(trained, tmp_path, capsys):
+def test_test_and_evaluate_agree_on_the_whole_test_set(trained, tmp_path):
     main(["test", RECIPE, *_data_args(trained, tmp_path), "--ckpt_path", str(trained["best"]),
           "--trainer.enable_progress_bar", "false"])  # fmt: skip
-    tested = capsys.readouterr().out
-    assert "test/f1" in tested
+    # The test run logs beside the fit run: version_1 of the CSV logger.
+    with open(trained["run"].parents[1] / "csv" / "version_1" / "metrics.csv") as handle:
+        tested = next(row for row in csv.DictReader(handle) if row.get("test/f1"))
 
     out = tmp_path / "metrics.json"
     main(["evaluate", "--ckpt_path", str(trained["best"]), "--input", str(trained["test"]),
@@ -66,10 +68,9 @@ def test_test_and_evaluate_agree_on_the_whole_test_set(trained, tmp_path, capsys
     scores = json.loads(out.read_text())
     assert scores["sentences"] == 30
     assert scores["f1"] > 80
-    # The trainer's test F1 (gathered over the whole set) equals the predictor's.
-    line = next(ln for ln in tested.splitlines() if "test/f1 " in ln or "test/f1│" in ln)
-    value = float(line.split()[-2] if line.split()[-1] == "│" else line.split()[-1].strip("│"))
-    assert value == pytest.approx(scores["f1"], abs=1e-3)
+    # The trainer's test F1 (over the whole set) equals the predictor's.
+    assert float(tested["test/f1"]) == pytest.approx(scores["f1"], abs=1e-3)
+    assert float(tested["test/precision"]) == pytest.approx(scores["precision"], abs=1e-3)
 
 
 def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):

@@ -75,6 +75,12 @@ class Classifier(System):
             )
         tokenizer = vocab.tokenizer
         self.embedding = nn.Embedding(len(tokenizer), embedding_dim, padding_idx=tokenizer.pad_id)
+        # Variance 1/dim (Lample et al. 2016): N(0, 1) rows saturate the gates of
+        # embeddings trained from scratch.
+        bound = (3.0 / embedding_dim) ** 0.5
+        with torch.no_grad():
+            nn.init.uniform_(self.embedding.weight, -bound, bound)
+            self.embedding.weight[tokenizer.pad_id].zero_()
         self.embedding.weight.requires_grad_(not freeze_embeddings)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.encoder = RNNEncoder(
