@@ -21,6 +21,23 @@ def gather_lists(items: list[Any]) -> list[Any]:
     return [x for part in parts for x in (part or [])]
 
 
+def gather_unique(pairs: list[tuple[int | None, Any]]) -> list[Any]:
+    """Gather ``(example_id, output)`` pairs from all ranks; one output per example.
+
+    Under data parallelism the sampler repeats a few batches so that every rank has
+    the same number; those repeats share their ``example_id`` and count once. The
+    result is in ``example_id`` order, so it is the same on every rank and for any
+    number of ranks. Pairs without an id (None) are all kept, in gathered order.
+    """
+    gathered = gather_lists(pairs)
+    if not gathered or gathered[0][0] is None:
+        return [output for _, output in gathered]
+    unique: dict[int, Any] = {}
+    for example_id, output in gathered:
+        unique.setdefault(example_id, output)
+    return [unique[i] for i in sorted(unique)]
+
+
 def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
     """Entity precision, recall and F1 (percent), micro over all types and per type.
 

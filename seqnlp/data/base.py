@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import datasets
@@ -30,6 +31,14 @@ def _generate(reader: Callable[[str], list[dict[str, Any]]], path: str, sha256: 
     """Generator for ``Dataset.from_generator``; ``sha256`` keys the cache to the file's content."""
     del sha256
     yield from reader(path)
+
+
+def _with_example_ids(
+    batch: dict[str, list[Any]], indices: list[int], encode: Callable[..., dict[str, list[Any]]]
+) -> dict[str, list[Any]]:
+    """Encode a batch and keep each example's position in its split (``example_id``), by
+    which gathered evaluation outputs are de-duplicated under data parallelism."""
+    return {**encode(batch), "example_id": list(indices)}
 
 
 class SeqDataModule(pl.LightningDataModule):
@@ -147,8 +156,9 @@ class SeqDataModule(pl.LightningDataModule):
             raw = self.raw(split)
             self.check_split(split, raw)
             self.datasets[split] = raw.map(
-                encode,
+                partial(_with_example_ids, encode=encode),
                 batched=True,
+                with_indices=True,
                 remove_columns=raw.column_names,
                 desc=f"encoding {split}",
             )

@@ -122,3 +122,10 @@ def pad_3d(rows: Sequence[Sequence[Sequence[int]]], pad: int = 0) -> torch.Tenso
         ],
         dtype=torch.long,
     ).view(len(rows), words, chars)
+
+
+def example_ids_of(examples: Sequence[dict]) -> torch.Tensor | None:
+    """The examples' ``example_id`` values (batch,), or None when they have none."""
+    if not examples or "example_id" not in examples[0]:
+        return None
+    return torch.tensor([e["example_id"] for e in examples], dtype=torch.long)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import pad_2d
+from seqnlp.data.batching import example_ids_of, pad_2d
 from seqnlp.data.text_readers import TextFormat, read_labelled_text
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
@@ -51,12 +51,13 @@ class ClassificationVocab:
 @dataclass
 class ClassificationBatch:
     """token_ids: (batch, time); mask: (batch, time) bool; lengths: (batch,);
-    labels: (batch,) or None."""
+    labels: (batch,) or None; example_ids: (batch,) positions in the split, or None."""
 
     token_ids: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     labels: torch.Tensor | None = None
+    example_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.token_ids.size(0)
@@ -81,7 +82,7 @@ def collate_classification(examples: Sequence[dict[str, Any]]) -> Classification
         if "label_id" in examples[0]
         else None
     )
-    return ClassificationBatch(token_ids, mask, lengths, labels)
+    return ClassificationBatch(token_ids, mask, lengths, labels, example_ids_of(examples))
 
 
 class ClassificationDataModule(SeqDataModule):

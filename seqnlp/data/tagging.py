@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import pad_2d, pad_3d
+from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d
 from seqnlp.data.readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
 from seqnlp.tokenization import Vocab, normalize_word
@@ -116,7 +116,8 @@ class TaggingBatch:
     """A padded batch of sentences.
 
     word_ids: (batch, time); char_ids: (batch, time, chars); mask: (batch, time)
-    bool, True on real tokens; lengths: (batch,); tags: (batch, time) or None.
+    bool, True on real tokens; lengths: (batch,); tags: (batch, time) or None;
+    example_ids: (batch,) positions in the split, or None.
     """
 
     word_ids: torch.Tensor
@@ -124,6 +125,7 @@ class TaggingBatch:
     mask: torch.Tensor
     lengths: torch.Tensor
     tags: torch.Tensor | None = None
+    example_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.word_ids.size(0)
@@ -148,7 +150,8 @@ def collate_tagging(examples: Sequence[dict[str, Any]]) -> TaggingBatch:
     lengths = torch.tensor([len(e["word_ids"]) for e in examples], dtype=torch.long)
     mask = torch.arange(word_ids.size(1))[None, :] < lengths[:, None]
     tags = pad_2d([e["tag_ids"] for e in examples]) if "tag_ids" in examples[0] else None
-    return TaggingBatch(word_ids, pad_3d([e["char_ids"] for e in examples]), mask, lengths, tags)
+    char_ids = pad_3d([e["char_ids"] for e in examples])
+    return TaggingBatch(word_ids, char_ids, mask, lengths, tags, example_ids_of(examples))
 
 
 class TaggingDataModule(SeqDataModule):

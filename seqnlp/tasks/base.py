@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
-from seqnlp.metrics import gather_lists
+from seqnlp.metrics import gather_unique
 
 CKPT_KEY = "seqnlp"
 
@@ -58,11 +58,13 @@ class System(pl.LightningModule):
     def _eval_step(self, batch: Any, stage: str) -> None:
         loss, outputs = self.evaluate_batch(batch)
         self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
-        self._eval_outputs.extend(outputs)
+        ids = batch.example_ids.tolist() if batch.example_ids is not None else [None] * len(outputs)
+        self._eval_outputs.extend(zip(ids, outputs, strict=True))
 
     def _eval_epoch_end(self, stage: str) -> None:
-        # Every rank receives all outputs, so every rank logs the same corpus-level numbers.
-        outputs = gather_lists(self._eval_outputs)
+        # Every rank receives all outputs, once each, so every rank logs the same
+        # corpus-level numbers, whatever the number of ranks.
+        outputs = gather_unique(self._eval_outputs)
         self._eval_outputs = []
         if not outputs or self.trainer.sanity_checking:
             return
