@@ -34,7 +34,8 @@ def test_two_process_fit_and_validation_equal_one_process(tiny_ner, tmp_path):
     # 30 validation sentences in batches of 7: 5 batches, one repeated on 2 ranks.
     data = ["--data.dataset", "null", "--data.train", str(tiny_ner["train"]),
             "--data.validation", str(tiny_ner["validation"]), "--data.eval_batch_size", "7",
-            "--data.cache_dir", str(tmp_path / "hf"), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+            "--data.cache_dir", str(tmp_path / "hf"),
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
     two = ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
     _seqnlp(["fit", NER, DDP, *data, *two, "--trainer.max_epochs", "3",
              "--optimizer.init_args.lr", "0.01"], tmp_path)  # fmt: skip
