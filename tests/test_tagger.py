@@ -192,3 +192,26 @@ def test_nbest_prediction_gives_probable_alternatives(tiny_ner, tmp_path):
         assert all(p > 0 for p in probs) and sum(probs) <= 1.0001
         assert len({tuple(a["tags"]) for a in alternatives}) == 3
     assert TaggingPredictor(model).predict(sentences)[0].keys() == {"tokens", "tags", "entities"}
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_ner, tmp_path):
+    pl.seed_everything(0)
+    data = TaggingDataModule(train=str(tiny_ner["train"]), validation=str(tiny_ner["validation"]),
+                             batch_size=8, cache_dir=str(tmp_path / "hf"))  # fmt: skip
+    model = Tagger(data.vocab, word_dim=8, char_dim=4, char_hidden=4, hidden_size=8)
+    real_loss = model.training_loss
+
+    def loss_with_nan(batch):  # a NaN on the 20th step (epoch 1, as 15 batches make an epoch)
+        loss = real_loss(batch)
+        return loss * float("nan") if model.global_step == 20 else loss
+
+    model.training_loss = loss_with_nan  # type: ignore[method-assign]
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[checkpoints])  # fmt: skip
+    with pytest.raises(ValueError, match=r"training loss is nan at step 20 \(epoch 1, batch 5\)"):
+        trainer.fit(model, datamodule=data)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 15  # written after epoch 0
+    loaded = System.load(last)
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())

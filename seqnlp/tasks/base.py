@@ -52,6 +52,13 @@ class System(pl.LightningModule):
     # -- shared loop hooks ---------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
+        if not torch.isfinite(loss):
+            # Stop before the optimiser step: the weights and the last checkpoint stay good.
+            raise ValueError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); lower the learning rate or "
+                f"clip gradients (trainer.gradient_clip_val)"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
