@@ -166,8 +166,23 @@ def run_evaluate(argv: Sequence[str]) -> None:
             handle.write(text + "\n")
 
 
+USAGE = """usage: seqnlp COMMAND ...
+
+commands:
+  fit       RECIPE.yaml [...] [--key value ...]   train from a recipe
+  validate  RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the validation split
+  test      RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the test split
+  evaluate  --ckpt_path CKPT --input FILE          score a checkpoint on a labelled file
+  predict   --ckpt_path CKPT --input FILE          label raw text with a checkpoint
+
+`seqnlp COMMAND --help` lists a command's options."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     commands = {"predict": run_predict, "evaluate": run_evaluate}
     try:

@@ -216,3 +216,10 @@ def test_classifier_fit_test_evaluate_predict_end_to_end(tmp_path, monkeypatch, 
         main(["predict", "--ckpt_path", str(best), "--input", str(src), "--output_format", "conll"])
     assert exit_info.value.code == 2
     assert "does not fit a classification model" in capsys.readouterr().err
+
+
+def test_top_level_help_lists_every_command(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "evaluate", "predict"):
+        assert f"\n  {command} " in out
