@@ -20,7 +20,7 @@ from datasets.exceptions import DatasetGenerationError
 from torch.utils.data import DataLoader
 
 from seqnlp.data.batching import BucketBatchSampler
-from seqnlp.data.sources import load_hub, parse_source, resolve_named, sha256sum
+from seqnlp.data.sources import CATALOG, load_hub, parse_source, resolve_named, sha256sum
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -117,20 +117,21 @@ class SeqDataModule(pl.LightningDataModule):
             source = parse_source(self.source_of(split))
             if source.kind == "hub":
                 self._raw[split] = datasets.Dataset.from_list(self.from_hub(load_hub(source)))
+            elif source.kind == "named":
+                # resolve_named has verified the file against the catalog's digest.
+                path = resolve_named(source.name, source.split)
+                digest = CATALOG[source.name].splits[source.split].sha256
+                self._raw[split] = self._read_cached(str(path), digest)
             else:
-                path = str(
-                    resolve_named(source.name, source.split)
-                    if source.kind == "named"
-                    else source.spec
-                )
-                self._raw[split] = self._read_cached(path)
+                self._raw[split] = self._read_cached(source.spec)
             log.info("%s: %d examples from %s", split, len(self._raw[split]), source.spec)
         return self._raw[split]
 
-    def _read_cached(self, path: str) -> datasets.Dataset:
+    def _read_cached(self, path: str, checksum: str | None = None) -> datasets.Dataset:
+        """Read a file through ``Dataset.from_generator``, cached under its SHA-256."""
         reader = self.file_reader()
         try:
-            checksum = sha256sum(path)
+            checksum = checksum or sha256sum(path)
         except OSError as err:
             raise ValueError(f"{path}: cannot read data file ({err.strerror})") from None
         try:
