@@ -1,0 +1,85 @@
+"""Prediction file I/O: one record per input line, in order, whatever the text."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqnlp.data.classification import ClassificationVocab
+from seqnlp.data.tagging import TaggingVocab
+from seqnlp.predict import ClassificationPredictor, TaggingPredictor, predict_file
+from seqnlp.tasks import Classifier, Tagger
+from seqnlp.tokenization import Vocab, WordTokenizer
+
+TAGGING_RECORDS = [
+    {"tokens": ["Ana", "vive", "en", "Lima"], "tags": ["B-PER", "O", "O", "B-LOC"]},
+    {"tokens": ["Luis", "y", "Repsol"], "tags": ["B-PER", "O", "B-ORG"]},
+]
+
+# Lines of arbitrary text without "\n" (the record separator): empty and blank lines,
+# other line and paragraph separators, control characters, surrogate-free Unicode.
+LINE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30)
+
+
+@pytest.fixture(scope="module")
+def tagger() -> TaggingPredictor:
+    vocab = TaggingVocab.fit(TAGGING_RECORDS)
+    return TaggingPredictor(Tagger(vocab, word_dim=8, char_dim=4, char_hidden=4, hidden_size=4),
+                            batch_size=3)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier() -> ClassificationPredictor:
+    vocab = ClassificationVocab(WordTokenizer.fit(["a good film", "a bad film"]),
+                                Vocab(["neg", "pos"], pad=None, unk=None))  # fmt: skip
+    return ClassificationPredictor(Classifier(vocab, embedding_dim=4, hidden_size=4), batch_size=3)
+
+
+def _round_trip(predictor, lines: list[str], output_name: str) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.txt", Path(tmp) / output_name
+        src.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+        assert predict_file(predictor, str(src), str(out)) == len(lines)
+        return out.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(LINE, min_size=1, max_size=12))
+def test_tagging_writes_one_record_per_line_in_order(tagger, lines):
+    records = [json.loads(x) for x in _round_trip(tagger, lines, "out.jsonl")]
+    assert [r["tokens"] for r in records] == [ln.split() for ln in lines]
+    assert all(len(r["tags"]) == len(r["tokens"]) for r in records)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(LINE, min_size=1, max_size=12))
+def test_classification_writes_one_record_per_line_in_order(classifier, lines):
+    records = [json.loads(x) for x in _round_trip(classifier, lines, "out.jsonl")]
+    assert [r["text"] for r in records] == [ln.rstrip("\r") for ln in lines]
+    for r in records:
+        assert (r["label"] is None) == (not r["text"].strip())
+
+
+def test_an_interrupted_prediction_leaves_no_output_file(tagger, tmp_path, monkeypatch):
+    src = tmp_path / "in.txt"
+    src.write_text("Ana vive en Lima\n" * 5, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text("the previous, complete output\n", encoding="utf-8")
+
+    def broken(items):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tagger, "predict_batch", broken)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(tagger, str(src), str(out))
+    assert out.read_text(encoding="utf-8") == "the previous, complete output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]  # no .part left
