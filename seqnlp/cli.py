@@ -9,6 +9,7 @@ win, and any value can be overridden as ``--section.key value``). ``predict`` an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -17,10 +18,11 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.tasks.base import System
+from seqnlp.tasks.base import CKPT_KEY, System, _system_class
 
 TRAINER_COMMANDS = ("fit", "validate", "test")
 
@@ -33,6 +35,50 @@ class SeqnlpCLI(LightningCLI):
         parser.link_arguments(
             "data", "model.init_args.vocab", compute_fn=_vocab_of, apply_on="instantiate"
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` against the recipe's model, then take the model's
+        hyper-parameters from the checkpoint (they win over the recipe's).
+
+        Replaces LightningCLI's version, which swaps in whatever model class a
+        checkpoint names (a classifier checkpoint given to a tagging recipe then fails
+        in argument linking with a many-line message) and rejects checkpoints saved
+        by a plain ``Trainer`` (no ``_class_path``). Errors are one-line ValueErrors.
+        This hooks a private LightningCLI method (pytorch-lightning 2.6); the tests in
+        tests/test_robustness.py fail if a Lightning release stops calling it.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if (
+            not ckpt_path
+            or ckpt_path in ("best", "last", "hpc")
+            or ckpt_path.startswith("registry")
+        ):
+            return  # none, or a checkpoint that Lightning finds itself
+        ckpt = System.read_checkpoint(ckpt_path)  # a missing or damaged file: one line
+        meta = ckpt[CKPT_KEY]
+        _system_class(meta["class_path"])  # refuses a class outside seqnlp before importing it
+        wanted_path = self.config[subcommand].get("model.class_path")
+        if wanted_path:
+            module, _, name = wanted_path.rpartition(".")
+            wanted = getattr(importlib.import_module(module), name)
+            if meta["task"] != wanted.task:
+                raise ValueError(
+                    f"{ckpt_path}: checkpoint of a {meta['task']} model given to a "
+                    f"{wanted.task} model ({wanted_path} in the recipe)"
+                )
+        hparams = {
+            k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")
+        }
+        model = {"class_path": meta["class_path"], "init_args": hparams}
+        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        except ArgumentError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"{ckpt_path}: its hyper-parameters do not fit: {first}") from None
+        finally:
+            self.parser.exit_on_error = exit_on_error
 
 
 def _vocab_of(data: SeqDataModule) -> object:
