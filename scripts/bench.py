@@ -107,14 +107,28 @@ def time_prediction(predictor, items: list, batch_size: int) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
-def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
-    model_args, data_args, lr = recipe_args("ner.yaml")
-    data = TaggingDataModule(**data_args)
+def build(recipe: str, data_cls: type, model_cls: type) -> tuple[Any, Any, float]:
+    """The recipe's DataModule (set up for fitting), its model, and its learning rate."""
+    model_args, data_args, lr = recipe_args(recipe)
+    data = data_cls(**data_args)
     data.setup("fit")
-    model = Tagger(data.vocab, **model_args)
-    h = model.hparams
+    return data, model_cls(data.vocab, **model_args), lr
+
+
+def training_stats(model, data, lr: float, args: argparse.Namespace, flops_of) -> dict[str, Any]:
+    """Training throughput and FLOP rate, padding waste over an epoch, parameter count."""
     loader = data.train_dataloader()
+    out = time_training(model, loader, args.steps, args.warmup, lr, flops_of)
     sampler = loader.batch_sampler
+    out["padding_waste"] = padding_waste(sampler.lengths, list(sampler))
+    out["parameters"] = sum(p.numel() for p in model.parameters())
+    model.eval()
+    return out
+
+
+def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
+    data, model, lr = build("ner.yaml", TaggingDataModule, Tagger)
+    h = model.hparams
 
     def flops_of(batch) -> float:
         n = int(batch.lengths.sum())
@@ -124,26 +138,18 @@ def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
             f += rnn_flops(chars, h.char_dim, h.char_hidden, "lstm", 2, 1)
         return f + n * 2 * model.encoder.output_size * len(data.vocab.tags)
 
-    out = time_training(model, loader, args.steps, args.warmup, lr, flops_of)
-    out["padding_waste"] = padding_waste(sampler.lengths, list(sampler))
+    out = training_stats(model, data, lr, args, flops_of)
     sentences = [r["tokens"] for r in data.raw("validation")]
-    model.eval()
     for confidence in (False, True):
         predictor = TaggingPredictor(model, confidence=confidence)
         key = f"predict_sentences_per_s{'_with_confidence' if confidence else ''}"
         out[key] = time_prediction(predictor, sentences, args.predict_batch)
-    out["parameters"] = sum(p.numel() for p in model.parameters())
     return out
 
 
 def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
-    model_args, data_args, lr = recipe_args("sentiment.yaml")
-    data = ClassificationDataModule(**data_args)
-    data.setup("fit")
-    model = Classifier(data.vocab, **model_args)
+    data, model, lr = build("sentiment.yaml", ClassificationDataModule, Classifier)
     h = model.hparams
-    loader = data.train_dataloader()
-    sampler = loader.batch_sampler
     directions = 2 if h.bidirectional else 1
 
     def flops_of(batch) -> float:
@@ -151,14 +157,11 @@ def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
         f = rnn_flops(n, h.embedding_dim, h.hidden_size, h.cell, directions, h.num_layers)
         return f + len(batch) * 2 * model.encoder.output_size * len(data.vocab.labels)
 
-    out = time_training(model, loader, args.steps, args.warmup, lr, flops_of)
-    out["padding_waste"] = padding_waste(sampler.lengths, list(sampler))
+    out = training_stats(model, data, lr, args, flops_of)
     texts = list(data.raw("validation")["text"])
-    model.eval()
     out["predict_sentences_per_s"] = time_prediction(
         ClassificationPredictor(model), texts, args.predict_batch
     )
-    out["parameters"] = sum(p.numel() for p in model.parameters())
     return out
 
 
