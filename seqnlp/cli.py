@@ -239,5 +239,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as err:
         if os.environ.get("SEQNLP_DEBUG"):
             raise
+        # jsonargparse wraps errors raised while linking (e.g. data that cannot be read
+        # while fitting the vocabularies) in its own ValueError: report the original.
+        while isinstance(err.__cause__, ValueError):
+            err = err.__cause__
         print(f"seqnlp: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -139,7 +139,9 @@ def test_malformed_training_file_names_file_and_line(tmp_path, monkeypatch, caps
         main(["fit", RECIPE, "--data.dataset", "null", "--data.train", str(bad),
               "--data.cache_dir", str(tmp_path / "hf"), "--trainer.max_epochs", "1"])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "bad.conll:3: expected at least 2 columns" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars may stand before it
+    assert [e for e in err if "error" in e] == err[-1:] and err[-1].startswith("seqnlp: error: ")
+    assert "bad.conll:3: expected at least 2 columns" in err[-1]
 
 
 def test_predict_with_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
@@ -223,3 +225,23 @@ def test_top_level_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("fit", "validate", "test", "evaluate", "predict"):
         assert f"\n  {command} " in out
+
+
+def test_missing_named_dataset_is_one_line_saying_what_to_put_where(tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("SEQNLP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(ROOT / "recipes" / "ner.yaml"), "--data.cache_dir", str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # the link's wrapper is peeled off
+    assert err[0].startswith("seqnlp: error: named dataset conll2002_es:train not found at ")
+    assert str(tmp_path / "data" / "conll2002" / "esp.train") in err[0]
+    assert "Set $SEQNLP_DATA" in err[0] and "network disabled" in err[0]
