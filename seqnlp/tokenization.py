@@ -180,8 +180,9 @@ class WordTokenizer:
 class SentencePieceTokenizer:
     """A SentencePiece model (unigram or BPE) trained in memory on training text.
 
-    Ids: ``<pad>`` = 0, ``<unk>`` = 1, then the pieces. The model is kept as its
-    serialised bytes, so a checkpoint carries it without files or pickled classes.
+    Ids: ``<pad>`` = 0, ``<unk>`` = 1, with ``bos_eos`` ``<s>`` = 2 and ``</s>`` = 3,
+    then the pieces. The model is kept as its serialised bytes, so a checkpoint
+    carries it without files or pickled classes.
     """
 
     kind = "sentencepiece"
@@ -201,6 +202,7 @@ class SentencePieceTokenizer:
         model_type: str = "unigram",
         lowercase: bool = False,
         character_coverage: float = 1.0,
+        bos_eos: bool = False,
     ) -> SentencePieceTokenizer:
         """Train on ``texts`` (deterministic: one thread, no sampling of the input)."""
         import io
@@ -216,7 +218,8 @@ class SentencePieceTokenizer:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=buffer, vocab_size=vocab_size,
             model_type=model_type, character_coverage=character_coverage, pad_id=0,
-            unk_id=1, bos_id=-1, eos_id=-1, hard_vocab_limit=False, num_threads=1,
+            unk_id=1, bos_id=2 if bos_eos else -1, eos_id=3 if bos_eos else -1,
+            hard_vocab_limit=False, num_threads=1,
             input_sentence_size=0, minloglevel=2,
         )  # fmt: skip
         return cls(buffer.getvalue(), lowercase)
@@ -227,6 +230,16 @@ class SentencePieceTokenizer:
     pad_id = 0
     unk_id = 1
 
+    @property
+    def bos_id(self) -> int:
+        """Id of ``<s>`` (-1 when the model was trained without ``bos_eos``)."""
+        return self.processor.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        """Id of ``</s>`` (-1 when the model was trained without ``bos_eos``)."""
+        return self.processor.eos_id()
+
     def pieces(self, text: str) -> list[str]:
         return self.processor.encode(text.lower() if self.lowercase else text, out_type=str)
 
@@ -234,7 +247,8 @@ class SentencePieceTokenizer:
         return self.processor.encode(text.lower() if self.lowercase else text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.processor.decode([i for i in ids if i != self.pad_id])
+        specials = {self.pad_id, self.bos_id, self.eos_id}
+        return self.processor.decode([i for i in ids if i not in specials])
 
     def id_to_piece(self, i: int) -> str:
         return self.processor.id_to_piece(i)

@@ -207,3 +207,18 @@ def test_pad_3d_empty_inner_lists():
     assert pad_3d([[[]], []]).tolist() == [[[0]], [[0]]]
     assert pad_3d([[[], [2]], []], pad=9).tolist() == [[[9], [2]], [[9], [9]]]
     assert pad_3d([]).shape == (0, 0, 1)
+
+
+def test_token_budget_bounds_padded_batch_size():
+    rng = random.Random(5)
+    lengths = [rng.randint(1, 80) for _ in range(700)]
+    sampler = BucketBatchSampler(lengths, batch_size=64, max_tokens=400, seed=2)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(700))
+    assert len(batches) == len(sampler)
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) <= 64
+        assert len(b) * longest <= 400 or len(b) == 1  # a lone long example may exceed it
+    with pytest.raises(ValueError, match="drop_last and max_tokens"):
+        BucketBatchSampler(lengths, batch_size=8, max_tokens=100, drop_last=True)

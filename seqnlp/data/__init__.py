@@ -3,6 +3,7 @@
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.classification import ClassificationDataModule, ClassificationVocab
 from seqnlp.data.tagging import TaggingDataModule, TaggingVocab
+from seqnlp.data.translation import TranslationDataModule, TranslationVocab
 
 __all__ = [
     "ClassificationDataModule",
@@ -10,4 +11,6 @@ __all__ = [
     "SeqDataModule",
     "TaggingDataModule",
     "TaggingVocab",
+    "TranslationDataModule",
+    "TranslationVocab",
 ]

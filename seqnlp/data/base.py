@@ -20,7 +20,14 @@ from datasets.exceptions import DatasetGenerationError
 from torch.utils.data import DataLoader
 
 from seqnlp.data.batching import BucketBatchSampler
-from seqnlp.data.sources import CATALOG, load_hub, parse_source, resolve_named, sha256sum
+from seqnlp.data.sources import (
+    CATALOG,
+    Source,
+    load_hub,
+    parse_source,
+    resolve_named,
+    sha256sum,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -45,6 +52,8 @@ class SeqDataModule(pl.LightningDataModule):
     """Shared base of the task DataModules (see the subclasses for the arguments)."""
 
     length_column: str = ""
+    #: a token budget per training batch (None: ``batch_size`` examples).
+    max_tokens: int | None = None
 
     def __init__(
         self,
@@ -117,23 +126,27 @@ class SeqDataModule(pl.LightningDataModule):
             source = parse_source(self.source_of(split))
             if source.kind == "hub":
                 self._raw[split] = datasets.Dataset.from_list(self.from_hub(load_hub(source)))
-            elif source.kind == "named":
-                # resolve_named has verified the file against the catalog's digest.
-                path = resolve_named(source.name, source.split)
-                digest = CATALOG[source.name].splits[source.split].sha256
-                self._raw[split] = self._read_cached(str(path), digest)
             else:
-                self._raw[split] = self._read_cached(source.spec)
+                self._raw[split] = self._read_cached(*self.resolve(source))
             log.info("%s: %d examples from %s", split, len(self._raw[split]), source.spec)
         return self._raw[split]
 
-    def _read_cached(self, path: str, checksum: str | None = None) -> datasets.Dataset:
-        """Read a file through ``Dataset.from_generator``, cached under its SHA-256."""
-        reader = self.file_reader()
+    def resolve(self, source: Source) -> tuple[str, str]:
+        """The path that ``file_reader()`` reads for a file or named source, and the
+        SHA-256 that keys its cache (a task whose sources span several files
+        overrides this)."""
+        if source.kind == "named":
+            # resolve_named has verified the file against the catalog's digest.
+            path = resolve_named(source.name, source.split)
+            return str(path), CATALOG[source.name].splits[source.split].sha256
         try:
-            checksum = checksum or sha256sum(path)
+            return source.spec, sha256sum(source.spec)
         except OSError as err:
-            raise ValueError(f"{path}: cannot read data file ({err.strerror})") from None
+            raise ValueError(f"{source.spec}: cannot read data file ({err.strerror})") from None
+
+    def _read_cached(self, path: str, checksum: str) -> datasets.Dataset:
+        """Read ``path`` through ``Dataset.from_generator``, cached under ``checksum``."""
+        reader = self.file_reader()
         try:
             return datasets.Dataset.from_generator(
                 _generate,
@@ -164,10 +177,14 @@ class SeqDataModule(pl.LightningDataModule):
                 desc=f"encoding {split}",
             )
 
+    def example_lengths(self, split: str) -> list[int]:
+        """The length by which examples are bucketed (tokens of ``length_column``)."""
+        return [len(x) for x in self.datasets[split][self.length_column]]
+
     def _sampler(self, split: str, batch_size: int, shuffle: bool) -> BucketBatchSampler:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        lengths = [len(x) for x in self.datasets[split][self.length_column]]
+        lengths = self.example_lengths(split)
         return BucketBatchSampler(
             lengths,
             batch_size,
@@ -176,6 +193,7 @@ class SeqDataModule(pl.LightningDataModule):
             seed=self.seed,
             num_replicas=world,
             rank=rank,
+            max_tokens=self.max_tokens if shuffle else None,
         )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:

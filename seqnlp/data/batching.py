@@ -29,6 +29,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: base seed; epoch ``e`` uses ``seed + e``.
         num_replicas, rank: data-parallel world size and this process's rank.
         drop_last: drop a final short batch instead of keeping it.
+        max_tokens: also end a batch before its padded size (examples x longest
+            length) would pass this many tokens; ``batch_size`` stays the most
+            examples a batch holds. An example longer than the budget forms a batch
+            of its own.
     """
 
     def __init__(
@@ -41,9 +45,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if drop_last and max_tokens is not None:
+            raise ValueError("drop_last and max_tokens do not combine: batches vary in size")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.lengths = list(lengths)
@@ -54,6 +61,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
+        self.max_tokens = max_tokens
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,15 +78,25 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches: list[list[int]] = []
         for start in range(0, n, pool):
             chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
-            batches.extend(
-                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
-            )
+            batches.extend(self._cut(chunk))
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=gen).tolist()
             batches = [batches[i] for i in perm]
         return batches
+
+    def _cut(self, chunk: list[int]) -> list[list[int]]:
+        """Cut a length-sorted chunk into batches (by count, and by tokens if budgeted)."""
+        if self.max_tokens is None:
+            return [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        batches: list[list[int]] = [[]]
+        for i in chunk:  # ascending length: the newest example is the longest
+            full = len(batches[-1]) >= self.batch_size
+            if batches[-1] and (full or (len(batches[-1]) + 1) * self.lengths[i] > self.max_tokens):
+                batches.append([])
+            batches[-1].append(i)
+        return [b for b in batches if b]
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
@@ -91,7 +109,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        n = len(self._all_batches()) if self.drop_last else self._count()
+        n = len(self._all_batches()) if self.drop_last or self.max_tokens else self._count()
         return math.ceil(n / self.num_replicas) if n else 0
 
     def _count(self) -> int:

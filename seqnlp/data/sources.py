@@ -13,6 +13,7 @@ A data source is written as one string in a recipe:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -20,6 +21,7 @@ import re
 import socket
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ class CatalogFile:
     url: str
     zip_member: str | None = None
     packaged: bool = False  # shipped inside the package (seqnlp/samples/), never downloaded
+    gzip: bool = False  # the download is gzip-compressed; sha256 is of the decompressed file
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,32 @@ def _conll2002(lang: str, sums: tuple[str, str, str]) -> dict[str, CatalogFile]:
     return {
         split: CatalogFile(f"conll2002/{lang}.{n}", s, _CONLL2002_ZIP, f"conll2002/{lang}.{n}")
         for split, n, s in zip(("train", "validation", "test"), names, sums, strict=True)
+    }
+
+
+_MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
+_MULTI30K_SHA256 = {
+    "train.de": "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72",
+    "train.en": "460a15fbd157e34a7a9957ee388c1ca247fe47af3ef25fb50442af6c274e0fc6",
+    "val.de": "660e09eb7e1da2f856ea13ee5ad3cf6d36b3d5b0b733c857e94c5747a3dfc660",
+    "val.en": "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227",
+    "test_2016_flickr.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
+    "test_2016_flickr.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
+}
+
+
+def _multi30k() -> dict[str, CatalogFile]:
+    """Multi30k task 1 raw files, keyed ``{split}.{lang}`` (e.g. ``train.de``)."""
+    names = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
+    return {
+        f"{split}.{lang}": CatalogFile(
+            f"multi30k/{name}.{lang}",
+            _MULTI30K_SHA256[f"{name}.{lang}"],
+            f"{_MULTI30K_URL}/{name}.{lang}.gz",
+            gzip=True,
+        )
+        for split, name in names.items()
+        for lang in ("de", "en")
     }
 
 
@@ -154,6 +183,13 @@ CATALOG: dict[str, NamedDataset] = {
             ),
         ),
     ),
+    "multi30k": NamedDataset(
+        "multi30k",
+        "translation",
+        "Multi30k task 1 (Flickr30k captions), German-English, raw true-case text; "
+        "either direction by the recipe's languages",
+        _multi30k(),
+    ),
 }
 
 
@@ -242,7 +278,11 @@ def _missing_message(name: str, split: str, where: Path) -> str:
 
 
 def _download(entry: CatalogFile, dest: Path, missing: str, timeout: float = 10.0) -> None:
-    """Fetch ``entry`` into ``dest``; the file appears only once complete."""
+    """Fetch ``entry`` into ``dest``; the file appears only once complete.
+
+    A zip member is extracted, a gzip payload decompressed, before the SHA-256 check:
+    the catalog's checksums are of the files as staged under the data root.
+    """
     try:
         with urllib.request.urlopen(entry.url, timeout=timeout) as response:
             payload = response.read()
@@ -254,6 +294,11 @@ def _download(entry: CatalogFile, dest: Path, missing: str, timeout: float = 10.
                 payload = archive.read(entry.zip_member)
         except (zipfile.BadZipFile, KeyError) as err:
             raise ValueError(f"{missing}. {entry.url} is not the expected archive: {err}") from None
+    if entry.gzip:
+        try:
+            payload = gzip.decompress(payload)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise ValueError(f"{missing}. {entry.url} is not a valid gzip file: {err}") from None
     if hashlib.sha256(payload).hexdigest() != entry.sha256:
         raise ValueError(f"{missing}. The file downloaded from {entry.url} fails its SHA-256 check")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,256 @@
+"""Translation data: SentencePiece vocabularies, batches and the DataModule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from seqnlp.data.base import SeqDataModule
+from seqnlp.data.batching import example_ids_of, pad_2d
+from seqnlp.data.sources import CATALOG, Source, resolve_named, sha256sum
+from seqnlp.tokenization import SentencePieceTokenizer
+
+log = logging.getLogger(__name__)
+ParallelFormat = Literal["auto", "files", "tsv", "jsonl"]
+
+
+class TranslationVocab:
+    """Source and target SentencePiece models (one shared model when ``joint``).
+
+    Stored in every translator checkpoint. Source ids end with ``</s>``; target
+    ids carry no ``<s>``/``</s>``, which batching adds.
+    """
+
+    def __init__(
+        self, source: SentencePieceTokenizer, target: SentencePieceTokenizer, joint: bool
+    ) -> None:
+        if target.bos_id < 0 or target.eos_id < 0 or source.eos_id < 0:
+            raise ValueError("translation tokenizers need <s> and </s> ids (bos_eos=True)")
+        self.source = source
+        self.target = target
+        self.joint = joint
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TranslationVocab) and self.state_dict() == other.state_dict()
+
+    @classmethod
+    def fit(
+        cls, sources: Sequence[str], targets: Sequence[str], joint: bool = True,
+        vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0,
+    ) -> TranslationVocab:  # fmt: skip
+        """Train SentencePiece on the training text: one model on both sides, or one each."""
+        fit = partial(SentencePieceTokenizer.fit, vocab_size=vocab_size, model_type=model_type,
+                      character_coverage=character_coverage, bos_eos=True)  # fmt: skip
+        if joint:
+            shared = fit([*sources, *targets])
+            return cls(shared, shared, joint=True)
+        return cls(fit(sources), fit(targets), joint=False)
+
+    def encode_source(self, text: str) -> list[int]:
+        return [*self.source.encode(text), self.source.eos_id]
+
+    def encode_target(self, text: str) -> list[int]:
+        return self.target.encode(text)
+
+    def decode_target(self, ids: Sequence[int]) -> str:
+        """Target ids to detokenised text (specials dropped)."""
+        return self.target.decode(ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source.state_dict(),
+            "target": None if self.joint else self.target.state_dict(),
+            "joint": self.joint,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TranslationVocab:
+        source = SentencePieceTokenizer.from_state(state["source"])
+        target = source if state["joint"] else SentencePieceTokenizer.from_state(state["target"])
+        return cls(source, target, state["joint"])
+
+
+@dataclass
+class TranslationBatch:
+    """Padded sentence pairs.
+
+    src_ids: (batch, src) ending in ``</s>``; src_mask: (batch, src) bool;
+    src_lengths: (batch,); tgt_in: (batch, tgt) ``<s>`` + target, tgt_out: (batch,
+    tgt) target + ``</s>``, tgt_mask: (batch, tgt) bool (all None without targets);
+    example_ids: (batch,) positions in the split, or None.
+    """
+
+    src_ids: torch.Tensor
+    src_mask: torch.Tensor
+    src_lengths: torch.Tensor
+    tgt_in: torch.Tensor | None = None
+    tgt_out: torch.Tensor | None = None
+    tgt_mask: torch.Tensor | None = None
+    example_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.src_ids.size(0)
+
+
+def encode_translation(
+    batch: dict[str, list[Any]], vocab: TranslationVocab
+) -> dict[str, list[Any]]:
+    """``Dataset.map`` function (batched): text pairs to ids."""
+    out: dict[str, list[Any]] = {"source_ids": [vocab.encode_source(t) for t in batch["source"]]}
+    if "target" in batch:
+        out["target_ids"] = [vocab.encode_target(t) for t in batch["target"]]
+    return out
+
+
+def collate_translation(examples: Sequence[dict[str, Any]], bos: int, eos: int) -> TranslationBatch:
+    src = pad_2d([e["source_ids"] for e in examples])
+    src_lengths = torch.tensor([len(e["source_ids"]) for e in examples], dtype=torch.long)
+    src_mask = torch.arange(src.size(1))[None, :] < src_lengths[:, None]
+    ids = example_ids_of(examples)
+    if "target_ids" not in examples[0]:
+        return TranslationBatch(src, src_mask, src_lengths, example_ids=ids)
+    tgt_in = pad_2d([[bos, *e["target_ids"]] for e in examples])
+    tgt_out = pad_2d([[*e["target_ids"], eos] for e in examples])
+    tgt_lengths = torch.tensor([len(e["target_ids"]) + 1 for e in examples], dtype=torch.long)
+    tgt_mask = torch.arange(tgt_in.size(1))[None, :] < tgt_lengths[:, None]
+    return TranslationBatch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, ids)
+
+
+class TranslationDataModule(SeqDataModule):
+    """Parallel text with SentencePiece models trained on the training split.
+
+    Args:
+        dataset: a named dataset (``multi30k``); or null and ``train`` /
+            ``validation`` / ``test`` sources: a file prefix whose ``.{src_lang}`` and
+            ``.{tgt_lang}`` files are line-aligned, a TSV (source, target) or JSONL
+            file, ``NAME:SPLIT``, or ``hf:REPO[:CONFIG]:SPLIT``.
+        src_lang, tgt_lang: the translation direction (file suffixes; keys of a hub
+            dataset's ``translation`` column).
+        format: ``files``, ``tsv``, ``jsonl`` or ``auto``.
+        source_field, target_field: JSONL field names (and hub columns when the hub
+            dataset has no ``translation`` column).
+        joint_vocab: one SentencePiece model for both languages, or one each.
+        vocab_size, sp_model_type, character_coverage: SentencePiece settings.
+        max_train_length: drop training pairs with more source or target pieces
+            than this (the count is logged); null keeps all.
+        max_tokens: a budget of padded source + target tokens per training batch
+            (``batch_size`` stays the most pairs in one batch).
+    """
+
+    length_column = "source_ids"
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        train: str | None = None,
+        validation: str | None = None,
+        test: str | None = None,
+        src_lang: str = "de",
+        tgt_lang: str = "en",
+        format: ParallelFormat = "auto",
+        source_field: str = "source",
+        target_field: str = "target",
+        joint_vocab: bool = True,
+        vocab_size: int = 8000,
+        sp_model_type: Literal["unigram", "bpe"] = "unigram",
+        character_coverage: float = 1.0,
+        max_train_length: int | None = None,
+        max_tokens: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        pool_factor: int = 50,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            dataset, train, validation, test, batch_size, eval_batch_size, pool_factor,
+            num_workers, seed, cache_dir,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.max_tokens = max_tokens
+        self._vocab: TranslationVocab | None = None
+        self._length_filtered = False
+
+    def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
+        from seqnlp.data.parallel_readers import read_parallel
+
+        h = self.hparams
+        return partial(
+            read_parallel, src_lang=h.src_lang, tgt_lang=h.tgt_lang, fmt=h.format,
+            source_field=h.source_field, target_field=h.target_field,
+        )  # fmt: skip
+
+    def resolve(self, source: Source) -> tuple[str, str]:
+        """A parallel source spans two files: read the prefix, key the cache by both."""
+        h = self.hparams
+        if source.kind == "named":
+            paths, digests = [], []
+            for lang in (h.src_lang, h.tgt_lang):
+                key = f"{source.split}.{lang}"
+                if key not in CATALOG[source.name].splits:
+                    raise ValueError(f"named dataset {source.name!r} has no {lang!r} side")
+                paths.append(resolve_named(source.name, key))
+                digests.append(CATALOG[source.name].splits[key].sha256)
+            return str(paths[0].with_suffix("")), "+".join(digests)
+        files = [Path(f"{source.spec}.{lang}") for lang in (h.src_lang, h.tgt_lang)]
+        if h.format in ("auto", "files") and all(f.is_file() for f in files):
+            return source.spec, "+".join(sha256sum(f) for f in files)
+        return super().resolve(source)
+
+    def from_hub(self, hub: Any) -> list[dict[str, Any]]:
+        h = self.hparams
+        if "translation" in hub.column_names:
+            return [{"source": r[h.src_lang], "target": r[h.tgt_lang]} for r in hub["translation"]]
+        return [{"source": r[h.source_field], "target": r[h.target_field]} for r in hub]
+
+    @property
+    def vocab(self) -> TranslationVocab:
+        """SentencePiece models trained on the training split (on first use)."""
+        if self._vocab is None:
+            h = self.hparams
+            train = self.raw("train")
+            self._vocab = TranslationVocab.fit(
+                train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
+                h.character_coverage,
+            )  # fmt: skip
+            log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else
+                     "separate", len(self._vocab.source), len(self._vocab.target))  # fmt: skip
+        return self._vocab
+
+    def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+        return partial(encode_translation, vocab=self.vocab)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        limit = self.hparams.max_train_length
+        if limit is None or "train" not in self.datasets or self._length_filtered:
+            return
+        train = self.datasets["train"]
+        kept = train.filter(
+            lambda e: len(e["source_ids"]) <= limit + 1 and len(e["target_ids"]) <= limit,
+            desc="dropping long training pairs",
+        )
+        log.info("max_train_length %d: dropped %d of %d training pairs", limit,
+                 len(train) - len(kept), len(train))  # fmt: skip
+        self.datasets["train"] = kept
+        self._length_filtered = True
+
+    def example_lengths(self, split: str) -> list[int]:
+        """Source + target pieces: batches are bucketed (and budgeted) on both sides."""
+        data = self.datasets[split]
+        if "target_ids" not in data.column_names:
+            return super().example_lengths(split)
+        return [
+            len(s) + len(t) + 1 for s, t in zip(data["source_ids"], data["target_ids"], strict=True)
+        ]
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> TranslationBatch:
+        target = self.vocab.target
+        return collate_translation(examples, target.bos_id, target.eos_id)
