@@ -1,0 +1,94 @@
+"""Recurrent decoder with attention over encoder states (Bahdanau et al. 2015)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqnlp.nn.attention import Attention, Scoring
+from seqnlp.nn.encoder import State
+
+
+class AttentionDecoder(nn.Module):
+    """One step at a time: attend with the previous state, update the RNN, predict.
+
+    At step t, with previous target token y (embedded e) and previous top-layer state
+    s: ``c = attention(s, encoder states)``, ``s' = RNN([e; c], state)``, logits =
+    ``W_out tanh(W_pre [s'; c; e])``. The initial state is a bridge from the
+    encoder's final states: ``tanh(W_bridge h_enc)`` for every layer (LSTM cells
+    start at zero). With ``tie_embeddings`` the output layer shares the target
+    embedding matrix (``W_pre`` then maps to the embedding size).
+
+    Args:
+        vocab_size, embedding_dim, pad_id: target vocabulary and embedding.
+        hidden_size, num_layers, cell: the recurrent layer(s), ``gru`` or ``lstm``.
+        encoder_size: size of each encoder state (the attention's keys and values).
+        bridge_size: size of the encoder summary fed to the bridge.
+        attention: ``additive``, ``dot`` or ``general``.
+        dropout: on embeddings, between layers and before the output layers.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        encoder_size: int,
+        bridge_size: int,
+        num_layers: int = 1,
+        cell: str = "gru",
+        attention: Scoring = "additive",
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"decoder cell must be gru or lstm, got {cell!r}")
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(embedding_dim + encoder_size, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
+        self.attention = Attention(hidden_size, encoder_size, attention)
+        self.bridge = nn.Linear(bridge_size, hidden_size)
+        pre_size = embedding_dim if tie_embeddings else hidden_size
+        self.pre_output = nn.Linear(hidden_size + encoder_size + embedding_dim, pre_size)
+        self.output = nn.Linear(pre_size, vocab_size, bias=False)
+        if tie_embeddings:
+            self.output.weight = self.embedding.weight
+        self.dropout = nn.Dropout(dropout)
+
+    def initial_state(self, summary: torch.Tensor) -> State:
+        """(batch, bridge_size) encoder summary -> (layers, batch, hidden) state."""
+        h = torch.tanh(self.bridge(summary))  # (batch, hidden)
+        h = h.unsqueeze(0).expand(self.num_layers, -1, -1).contiguous()  # (layers, batch, hidden)
+        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+
+    def top(self, state: State) -> torch.Tensor:
+        """The last layer's hidden state (batch, hidden): the attention query."""
+        h = state[0] if isinstance(state, tuple) else state
+        return h[-1]
+
+    def step(
+        self,
+        tokens: torch.Tensor,
+        state: State,
+        keys: torch.Tensor,
+        projected_keys: torch.Tensor,
+        src_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """One decoding step.
+
+        tokens: (batch,) previous target tokens; keys: (batch, src, encoder_size);
+        projected_keys: ``attention.project_keys(keys)``; src_mask: (batch, src).
+        Returns logits (batch, vocab), the new state, attention weights (batch, src).
+        """
+        embedded = self.dropout(self.embedding(tokens))  # (batch, embedding_dim)
+        context, weights = self.attention(self.top(state), keys, src_mask, projected_keys)
+        out, state = self.rnn(torch.cat([embedded, context], dim=-1).unsqueeze(1), state)
+        out = out.squeeze(1)  # (batch, hidden)
+        pre = torch.tanh(self.pre_output(self.dropout(torch.cat([out, context, embedded], dim=-1))))
+        return self.output(self.dropout(pre)), state, weights
