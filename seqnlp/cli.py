@@ -114,29 +114,32 @@ def run_trainer_command(argv: Sequence[str]) -> None:
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqnlp predict", description="Label raw text with a checkpoint."
-    )
+    p = argparse.ArgumentParser(prog="seqnlp predict", description="Label or translate raw text.")
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by `seqnlp fit`")
     p.add_argument("--input", required=True, help="input file, or - for standard input")
     p.add_argument("--output", default="-", help="output file (default: standard output)")
     p.add_argument(
         "--input_format", default="auto", choices=["auto", "text", "conll", "jsonl"],
         help="text: one item per line (tagging: whitespace-tokenised); conll (tagging); jsonl "
-        "(field tokens for tagging, text for classification). auto: by extension, else text",
+        "(field tokens for tagging, text otherwise). auto: by extension, else text",
     )  # fmt: skip
     p.add_argument(
-        "--output_format", default="auto", choices=["auto", "jsonl", "conll", "tsv"],
-        help="jsonl (default), conll (tagging) or tsv (classification); auto: by extension",
+        "--output_format", default="auto", choices=["auto", "jsonl", "conll", "tsv", "text"],
+        help="jsonl, conll (tagging), tsv (classification) or text (translation: one "
+        "translation per line). auto: by extension; else text for translation, jsonl otherwise",
     )  # fmt: skip
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--no_confidence", action="store_true", help="tagging: skip entity confidences")
     p.add_argument(
-        "--n_best",
-        type=int,
-        default=1,
-        help="tagging: also give the N most probable tag sequences (CRF head)",
-    )
+        "--n_best", type=int, default=1,
+        help="tagging: also the N most probable tag sequences (CRF head); translation: the N "
+        "best translations (JSON lines)",
+    )  # fmt: skip
+    p.add_argument("--beam_size", type=int, default=5, help="translation: beam size (1: greedy)")
+    p.add_argument(
+        "--length_penalty", type=float, default=None,
+        help="translation: GNMT length-penalty alpha (default: the model's)",
+    )  # fmt: skip
     return p
 
 
@@ -158,8 +161,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the metrics as JSON to this file")
     p.add_argument(
         "--format", default="auto",
-        choices=["auto", "conll", "jsonl", "labeltext", "tsv", "csv"],
-        help="tagging: conll or jsonl; classification: labeltext, tsv, csv or jsonl",
+        choices=["auto", "conll", "jsonl", "labeltext", "tsv", "csv", "files"],
+        help="tagging: conll or jsonl; classification: labeltext, tsv, csv or jsonl; "
+        "translation: files (PREFIX.SRC and PREFIX.TGT), tsv or jsonl",
     )  # fmt: skip
     tagging = p.add_argument_group("tagging")
     tagging.add_argument("--token_column", type=int, default=0)
@@ -169,41 +173,61 @@ def evaluate_parser() -> argparse.ArgumentParser:
     classification.add_argument("--label_column", type=_column, default=0, help="index or name")
     classification.add_argument("--text_column", type=_column, default=-1, help="index or name")
     classification.add_argument("--header", action=argparse.BooleanOptionalAction, default=None)
+    translation = p.add_argument_group("translation")
+    translation.add_argument("--src_lang", help="source side: PREFIX.SRC_LANG")
+    translation.add_argument("--tgt_lang", help="target side: PREFIX.TGT_LANG")
+    translation.add_argument("--beam_size", type=int, default=5, help="1: greedy")
+    translation.add_argument("--length_penalty", type=float, default=None)
     return p
 
 
 def run_predict(argv: Sequence[str]) -> None:
-    from seqnlp.predict import TaggingPredictor, load, predict_file
+    from seqnlp.predict import TaggingPredictor, TranslationPredictor, load, predict_file
 
     args = predict_parser().parse_args(argv)
     predictor = load(args.ckpt_path, batch_size=args.batch_size)
     if isinstance(predictor, TaggingPredictor):
-        predictor = TaggingPredictor(
-            predictor.system, args.batch_size, confidence=not args.no_confidence, n_best=args.n_best
-        )
+        confidence = not args.no_confidence
+        predictor = TaggingPredictor(predictor.system, args.batch_size, confidence, args.n_best)
+    elif isinstance(predictor, TranslationPredictor):
+        predictor = TranslationPredictor(predictor.system, args.batch_size, args.beam_size,
+                                         args.n_best, args.length_penalty)  # fmt: skip
+        if args.output_format == "auto" and not args.output.endswith(".jsonl"):
+            args.output_format = "jsonl" if args.n_best > 1 else "text"
     start = time.perf_counter()
     n = predict_file(predictor, args.input, args.output, args.input_format, args.output_format)
     elapsed = time.perf_counter() - start
-    print(
-        f"predicted {n} records in {elapsed:.1f}s ({n / max(elapsed, 1e-9):.0f}/s)", file=sys.stderr
-    )
+    rate = n / max(elapsed, 1e-9)
+    print(f"predicted {n} records in {elapsed:.1f}s ({rate:.0f}/s)", file=sys.stderr)
 
 
 def run_evaluate(argv: Sequence[str]) -> None:
     from seqnlp.data.sources import parse_source, resolve_named
-    from seqnlp.predict import TaggingPredictor, load
+    from seqnlp.predict import TaggingPredictor, TranslationPredictor, load
 
     args = evaluate_parser().parse_args(argv)
     predictor = load(args.ckpt_path, batch_size=args.batch_size)
     source = parse_source(args.input)
-    path = resolve_named(source.name, source.split) if source.kind == "named" else args.input
-    if isinstance(predictor, TaggingPredictor):
-        options = {"token_column": args.token_column, "tag_column": args.tag_column,
-                   "scheme": args.scheme}  # fmt: skip
+    path = args.input
+    options: dict = {"fmt": args.format}
+    if isinstance(predictor, TranslationPredictor):
+        predictor = TranslationPredictor(predictor.system, args.batch_size, args.beam_size,
+                                         length_penalty=args.length_penalty)  # fmt: skip
+        if source.kind == "named":  # both sides verified, read through their common prefix
+            sides = [resolve_named(source.name, f"{source.split}.{lang}")
+                     for lang in (args.src_lang, args.tgt_lang)]  # fmt: skip
+            path = str(sides[0].with_suffix(""))
+        options.update(src_lang=args.src_lang, tgt_lang=args.tgt_lang)
     else:
-        options = {"label_column": args.label_column, "text_column": args.text_column,
-                   "header": args.header}  # fmt: skip
-    scores = predictor.evaluate(path, fmt=args.format, **options)  # type: ignore[attr-defined]
+        if source.kind == "named":
+            path = str(resolve_named(source.name, source.split))
+        if isinstance(predictor, TaggingPredictor):
+            options.update(token_column=args.token_column, tag_column=args.tag_column,
+                           scheme=args.scheme)  # fmt: skip
+        else:
+            options.update(label_column=args.label_column, text_column=args.text_column,
+                           header=args.header)  # fmt: skip
+    scores = predictor.evaluate(path, **options)  # type: ignore[attr-defined]
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
     text = json.dumps(rounded, indent=2, ensure_ascii=False)
     print(text)

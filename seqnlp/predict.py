@@ -24,10 +24,12 @@ from seqnlp.data.readers import iter_json_lines, iter_lines, read_conll, read_ta
 from seqnlp.data.tagging import TaggingBatch, collate_tagging
 from seqnlp.data.tagschemes import spans
 from seqnlp.data.text_readers import read_labelled_text
+from seqnlp.data.translation import collate_translation
 from seqnlp.metrics import classification_scores, entity_scores
 from seqnlp.tasks.base import System
 from seqnlp.tasks.classifier import Classifier
 from seqnlp.tasks.tagger import Tagger
+from seqnlp.tasks.translator import Translator, corpus_scores
 
 Record = dict[str, Any]
 
@@ -223,6 +225,67 @@ class ClassificationPredictor(Predictor):
         return {"examples": float(len(gold)), **scores, "labels": labels.itos}
 
 
+class TranslationPredictor(Predictor):
+    """Translates raw source sentences.
+
+    Each record is ``{"source", "translation"}``, plus with ``n_best`` > 1
+    ``"n_best"``: ``{"translation", "log_prob", "score"}`` best first (``score`` is
+    the length-penalised ranking score). An empty line gives an empty translation.
+    """
+
+    system: Translator
+    text_formats = ("text",)
+
+    def __init__(
+        self, system: Translator, batch_size: int = 64, beam_size: int = 5, n_best: int = 1,
+        length_penalty: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(system, batch_size)
+        if not 1 <= n_best <= beam_size:
+            raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+        self.beam_size = beam_size
+        self.n_best = n_best
+        self.length_penalty = length_penalty
+
+    def length(self, item: str) -> int:
+        return len(item.split())
+
+    @torch.inference_mode()
+    def predict_batch(self, items: Sequence[str]) -> list[Record]:
+        vocab = self.system.vocab
+        records: list[Record] = [{"source": t, "translation": ""} for t in items]
+        real = [i for i, t in enumerate(items) if t.strip()]
+        if not real:
+            return records
+        batch = collate_translation([{"source_ids": vocab.encode_source(items[i])} for i in real],
+                                    vocab.target.bos_id, vocab.target.eos_id)  # fmt: skip
+        found = self.system.translate(batch, self.beam_size, self.n_best, self.length_penalty)
+        for i, hyps in zip(real, found, strict=True):
+            records[i]["translation"] = vocab.decode_target(hyps[0].tokens)
+            if self.n_best > 1:
+                records[i]["n_best"] = [
+                    {"translation": vocab.decode_target(h.tokens),
+                     "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)}
+                    for h in hyps
+                ]  # fmt: skip
+        return records
+
+    def format_record(self, record: Record, fmt: str) -> str:
+        """``text``: the translation alone, one line per input line."""
+        if fmt != "text":
+            return super().format_record(record, fmt)
+        return record["translation"].replace("\n", " ") + "\n"
+
+    def evaluate(self, path: str | Path, **reader_options: Any) -> dict[str, Any]:
+        """Corpus BLEU and chrF (sacreBLEU, detokenised) on a parallel file set."""
+        from seqnlp.data.parallel_readers import read_parallel
+
+        pairs = read_parallel(str(path), **reader_options)
+        found = self.predict([p["source"] for p in pairs])
+        scores = corpus_scores([f["translation"] for f in found], [p["target"] for p in pairs])
+        return {"pairs": float(len(pairs)), "beam_size": float(self.beam_size), **scores}
+
+
 def load(path: str | Path, batch_size: int = 64) -> Predictor:
     """The predictor for a checkpoint, whatever its task."""
     system = System.load(path)
@@ -230,6 +293,8 @@ def load(path: str | Path, batch_size: int = 64) -> Predictor:
         return TaggingPredictor(system, batch_size)
     if isinstance(system, Classifier):
         return ClassificationPredictor(system, batch_size)
+    if isinstance(system, Translator):
+        return TranslationPredictor(system, batch_size)
     raise ValueError(f"{path}: no predictor for task {system.task!r}")
 
 
@@ -335,6 +400,7 @@ __all__ = [
     "ClassificationPredictor",
     "Predictor",
     "TaggingPredictor",
+    "TranslationPredictor",
     "load",
     "predict_file",
     "read_inputs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from unittest.mock import patch
 
 import pytest
@@ -96,3 +97,52 @@ def test_scheduled_sampling_probability_follows_the_schedule(data):
 def test_dot_attention_needs_matching_sizes(data):
     with pytest.raises(ValueError, match="set decoder_hidden_size to 16"):
         Translator(data.vocab, embedding_dim=8, hidden_size=8, attention="dot")
+
+
+@pytest.fixture()
+def mt_checkpoint(data, tmp_path):
+    pl.seed_everything(0)
+    model = Translator(data.vocab, embedding_dim=16, hidden_size=16, dropout=0.0)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    ckpt = tmp_path / "mt.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_predictor_keeps_lines_and_gives_n_best(mt_checkpoint):
+    from seqnlp.predict import TranslationPredictor, load
+
+    predictor = load(mt_checkpoint)
+    assert isinstance(predictor, TranslationPredictor)
+    lines = ["der hund läuft", "", "   ", "die katze schläft im park"]
+    records = TranslationPredictor(predictor.system, batch_size=2, beam_size=3, n_best=3).predict(
+        lines
+    )
+    assert [r["source"] for r in records] == lines
+    assert records[1]["translation"] == "" and records[2]["translation"] == ""
+    best = records[3]["n_best"]
+    assert len(best) == 3 and best[0]["translation"] == records[3]["translation"]
+    assert [b["score"] for b in best] == sorted((b["score"] for b in best), reverse=True)
+    with pytest.raises(ValueError, match="n_best"):
+        TranslationPredictor(predictor.system, beam_size=2, n_best=3)
+
+
+def test_cli_predict_and_evaluate_a_translator(mt_checkpoint, tmp_path, capsys):
+    from seqnlp.cli import main
+
+    src = tmp_path / "in.txt"
+    src.write_text("der hund läuft\n\nim park\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    main(["predict", "--ckpt_path", str(mt_checkpoint), "--input", str(src), "--output", str(out),
+          "--beam_size", "2"])  # fmt: skip
+    assert len(out.read_text(encoding="utf-8").split("\n")) == 4  # 3 lines, then the final newline
+    test = write_pairs(tmp_path / "test", 12, 5)
+    main(["evaluate", "--ckpt_path", str(mt_checkpoint), "--input", str(test), "--src_lang",
+          "de", "--tgt_lang", "en", "--beam_size", "1", "--output", str(tmp_path / "s.json")])  # fmt: skip
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["pairs"] == 12 and 0 <= scores["bleu"] <= 100
+    assert scores["bleu_signature"].startswith("nrefs:1|case:mixed")
+    capsys.readouterr()
