@@ -140,9 +140,10 @@ def test_cli_predict_and_evaluate_a_translator(mt_checkpoint, tmp_path, capsys):
           "--beam_size", "2"])  # fmt: skip
     assert len(out.read_text(encoding="utf-8").split("\n")) == 4  # 3 lines, then the final newline
     test = write_pairs(tmp_path / "test", 12, 5)
+    scores_path = tmp_path / "s.json"
     main(["evaluate", "--ckpt_path", str(mt_checkpoint), "--input", str(test), "--src_lang",
-          "de", "--tgt_lang", "en", "--beam_size", "1", "--output", str(tmp_path / "s.json")])  # fmt: skip
-    scores = json.loads((tmp_path / "s.json").read_text())
+          "de", "--tgt_lang", "en", "--beam_size", "1", "--output", str(scores_path)])  # fmt: skip
+    scores = json.loads(scores_path.read_text())
     assert scores["pairs"] == 12 and 0 <= scores["bleu"] <= 100
     assert scores["bleu_signature"].startswith("nrefs:1|case:mixed")
     capsys.readouterr()
