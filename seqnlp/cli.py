@@ -236,6 +236,18 @@ def run_evaluate(argv: Sequence[str]) -> None:
             handle.write(text + "\n")
 
 
+def run_average(argv: Sequence[str]) -> None:
+    from seqnlp.checkpoints import average_checkpoints
+
+    description = "Average the weights of checkpoints of one run."
+    p = argparse.ArgumentParser(prog="seqnlp average", description=description)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files, e.g. the last N of a run")
+    p.add_argument("--output", required=True, help="the averaged checkpoint")
+    args = p.parse_args(argv)
+    n = average_checkpoints(args.checkpoints, args.output)
+    print(f"averaged {n} checkpoints into {args.output}", file=sys.stderr)
+
+
 USAGE = """usage: seqnlp COMMAND ...
 
 commands:
@@ -243,7 +255,8 @@ commands:
   validate  RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the validation split
   test      RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the test split
   evaluate  --ckpt_path CKPT --input FILE          score a checkpoint on a labelled file
-  predict   --ckpt_path CKPT --input FILE          label raw text with a checkpoint
+  predict   --ckpt_path CKPT --input FILE          label or translate raw text with a checkpoint
+  average   CKPT CKPT [...] --output CKPT          average the weights of checkpoints of one run
 
 `seqnlp COMMAND --help` lists a command's options."""
 
@@ -254,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"predict": run_predict, "evaluate": run_evaluate}
+    commands = {"predict": run_predict, "evaluate": run_evaluate, "average": run_average}
     try:
         if args and args[0] in commands:
             commands[args[0]](args[1:])

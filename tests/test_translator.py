@@ -147,3 +147,26 @@ def test_cli_predict_and_evaluate_a_translator(mt_checkpoint, tmp_path, capsys):
     assert scores["pairs"] == 12 and 0 <= scores["bleu"] <= 100
     assert scores["bleu_signature"].startswith("nrefs:1|case:mixed")
     capsys.readouterr()
+
+
+def test_checkpoint_averaging_means_the_weights(data, mt_checkpoint, tmp_path):
+    from seqnlp.checkpoints import average_checkpoints
+    from seqnlp.cli import main
+
+    first = torch.load(mt_checkpoint, weights_only=True)
+    shifted = {**first, "state_dict": {k: v + 1.0 if v.is_floating_point() else v
+                                       for k, v in first["state_dict"].items()}}  # fmt: skip
+    second = tmp_path / "second.ckpt"
+    torch.save(shifted, second)
+    out = tmp_path / "avg" / "averaged.ckpt"
+    main(["average", str(mt_checkpoint), str(second), "--output", str(out)])
+    averaged = System.load(out)
+    for key, value in first["state_dict"].items():
+        torch.testing.assert_close(averaged.state_dict()[key], value + 0.5)
+    other = Translator(data.vocab, embedding_dim=8, hidden_size=8)  # other sizes
+    different = {**first, "hyper_parameters": dict(other.hparams), "state_dict": other.state_dict()}
+    torch.save(different, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not the same model"):
+        average_checkpoints([mt_checkpoint, tmp_path / "other.ckpt"], tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match="at least 2"):
+        average_checkpoints([mt_checkpoint], tmp_path / "x.ckpt")
