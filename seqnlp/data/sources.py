@@ -190,6 +190,31 @@ CATALOG: dict[str, NamedDataset] = {
         "either direction by the recipe's languages",
         _multi30k(),
     ),
+    "sample_translation": NamedDataset(
+        "sample_translation",
+        "translation",
+        "small generated German-English sample shipped in the package (quickstart, not a "
+        "benchmark)",
+        {
+            f"{split}.{lang}": CatalogFile(f"translation/{split}.{lang}", digest, "", packaged=True)
+            for split, lang, digest in (
+                ("train", "de", "541215f64ea5104661e2b1783235e534b8404f27b672a3263752fa910d7a4b4f"),
+                ("train", "en", "2f8d650ddb2de1f27db3e9803c351b1fabb5d4676cba808822079e5c4622e561"),
+                (
+                    "validation",
+                    "de",
+                    "187917b74cca2b1554e0962f2e5849f5bacdc539bffada365f08c9c3ef9bfa57",
+                ),
+                (
+                    "validation",
+                    "en",
+                    "9a5cca0cd6390120f55bbe3dbe3f0e28c5a0d0262ab11d755da95cb828499f9a",
+                ),
+                ("test", "de", "ce5ea6c9a87a8715a9864f356b630bcb64c1c32753893eaedbe6baf6a9124f3a"),
+                ("test", "en", "c7651b1ad15861e30a3ac1bf6bee8009c30d653074a3128c16884881574e8817"),
+            )
+        },
+    ),
 }
 
 
