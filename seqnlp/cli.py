@@ -248,6 +248,28 @@ def run_average(argv: Sequence[str]) -> None:
     print(f"averaged {n} checkpoints into {args.output}", file=sys.stderr)
 
 
+def run_attention(argv: Sequence[str]) -> None:
+    import torch
+
+    from seqnlp.plot import plot_attention
+    from seqnlp.predict import TranslationPredictor, load
+
+    description = "Draw a translation's attention as a PNG heat map."
+    p = argparse.ArgumentParser(prog="seqnlp attention", description=description)
+    p.add_argument("--ckpt_path", required=True, help="a translator checkpoint")
+    p.add_argument("--source", required=True, help="the source sentence")
+    p.add_argument("--target", help="a target sentence to attend for (default: translate)")
+    p.add_argument("--output", required=True, help="the PNG file")
+    args = p.parse_args(argv)
+    predictor = load(args.ckpt_path)
+    if not isinstance(predictor, TranslationPredictor):
+        raise ValueError(f"{args.ckpt_path}: attention maps are for translators")
+    found = predictor.attention(args.source, args.target)
+    weights = torch.tensor(found["weights"])
+    plot_attention(found["source_pieces"], found["target_pieces"], weights, args.output)
+    print(found["translation"])
+
+
 USAGE = """usage: seqnlp COMMAND ...
 
 commands:
@@ -257,6 +279,7 @@ commands:
   evaluate  --ckpt_path CKPT --input FILE          score a checkpoint on a labelled file
   predict   --ckpt_path CKPT --input FILE          label or translate raw text with a checkpoint
   average   CKPT CKPT [...] --output CKPT          average the weights of checkpoints of one run
+  attention --ckpt_path CKPT --source TEXT --output PNG   draw a translation's attention
 
 `seqnlp COMMAND --help` lists a command's options."""
 
@@ -267,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"predict": run_predict, "evaluate": run_evaluate, "average": run_average}
+    commands = {
+        "predict": run_predict, "evaluate": run_evaluate, "average": run_average,
+        "attention": run_attention,
+    }  # fmt: skip
     try:
         if args and args[0] in commands:
             commands[args[0]](args[1:])

@@ -270,6 +270,24 @@ class TranslationPredictor(Predictor):
                 ]  # fmt: skip
         return records
 
+    @torch.inference_mode()
+    def attention(self, source: str, target: str | None = None) -> Record:
+        """Attention of one pair: ``{"source_pieces", "target_pieces", "weights"}``, the
+        weights a (target pieces + ``</s>``) x (source pieces + ``</s>``) list of rows.
+        Without ``target`` the model translates greedily and its output is used."""
+        vocab = self.system.vocab
+        if not source.strip():
+            raise ValueError("attention needs a non-empty source sentence")
+        src_ids = vocab.encode_source(source)
+        batch = collate_translation([{"source_ids": src_ids}], vocab.target.bos_id,
+                                    vocab.target.eos_id)  # fmt: skip
+        forced = vocab.encode_target(target) if target is not None else None
+        out, weights = self.system.attention_weights(batch, forced)
+        pieces = [vocab.source.id_to_piece(i) for i in src_ids]
+        tgt_pieces = [vocab.target.id_to_piece(i) for i in out] + ["</s>"]
+        return {"source_pieces": pieces, "target_pieces": tgt_pieces[: len(weights)],
+                "translation": vocab.decode_target(out), "weights": weights.tolist()}  # fmt: skip
+
     def format_record(self, record: Record, fmt: str) -> str:
         """``text``: the translation alone, one line per input line."""
         if fmt != "text":

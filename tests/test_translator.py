@@ -170,3 +170,21 @@ def test_checkpoint_averaging_means_the_weights(data, mt_checkpoint, tmp_path):
         average_checkpoints([mt_checkpoint, tmp_path / "other.ckpt"], tmp_path / "x.ckpt")
     with pytest.raises(ValueError, match="at least 2"):
         average_checkpoints([mt_checkpoint], tmp_path / "x.ckpt")
+
+
+def test_attention_map_rows_sum_to_one_and_draw_a_png(mt_checkpoint, tmp_path):
+    from seqnlp.cli import main
+    from seqnlp.predict import load
+
+    predictor = load(mt_checkpoint)
+    found = predictor.attention("der rote hund läuft im park", "the red dog runs in the park")
+    weights = torch.tensor(found["weights"])
+    assert weights.shape == (len(found["target_pieces"]), len(found["source_pieces"]))
+    assert found["source_pieces"][-1] == "</s>" and found["target_pieces"][-1] == "</s>"
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(weights)))
+    free = predictor.attention("der hund")  # greedy: one row per output piece and </s>
+    assert len(free["weights"]) == len(free["target_pieces"])
+    png = tmp_path / "maps" / "attention.png"
+    main(["attention", "--ckpt_path", str(mt_checkpoint), "--source", "der hund läuft",
+          "--output", str(png)])  # fmt: skip
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -175,6 +175,34 @@ class Translator(System):
         return beam_search(self._step, self._select, state, len(batch), target.bos_id,
                            target.eos_id, limits, beam_size, alpha, n_best, device)  # fmt: skip
 
+    @torch.no_grad()
+    def attention_weights(
+        self, batch: TranslationBatch, target: list[int] | None = None
+    ) -> tuple[list[int], torch.Tensor]:
+        """Attention of one sentence pair: (target ids, weights (target, source)).
+
+        With ``target`` (ids, no specials) the decoder is fed that target (teacher
+        forcing); otherwise it translates greedily. The last row is the step that
+        emits ``</s>``. ``batch`` holds one source sentence.
+        """
+        assert len(batch) == 1, "attention_weights takes one sentence"
+        tgt = self.vocab.target
+        state = self.encode(batch)
+        hidden, prev, rows, out = state["hidden"], torch.tensor([tgt.bos_id]), [], []
+        limit = int(self.max_lengths(batch)[0]) if target is None else len(target) + 1
+        for t in range(limit):
+            logits, hidden, weights = self.decoder.step(
+                prev, hidden, state["keys"], state["projected"], state["mask"]
+            )
+            rows.append(weights[0])
+            token = int(logits.argmax(dim=-1)) if target is None else (
+                target[t] if t < len(target) else tgt.eos_id)  # fmt: skip
+            if token == tgt.eos_id:
+                break
+            out.append(token)
+            prev = torch.tensor([token])
+        return out, torch.stack(rows)
+
     # -- training and evaluation -----------------------------------------------------
     def training_loss(self, batch: TranslationBatch) -> torch.Tensor:
         return self.loss(self.logits(batch, self.sampling_probability()), batch)
