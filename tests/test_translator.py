@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from unittest.mock import patch
 
 import pytest
@@ -188,3 +189,22 @@ def test_attention_map_rows_sum_to_one_and_draw_a_png(mt_checkpoint, tmp_path):
     main(["attention", "--ckpt_path", str(mt_checkpoint), "--source", "der hund läuft",
           "--output", str(png)])  # fmt: skip
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_fit_and_test_the_translation_quickstart(tmp_path, monkeypatch):
+    import csv
+
+    from seqnlp.cli import main
+
+    recipe = str(
+        Path(__file__).resolve().parents[1] / "recipes" / "quickstart" / "translation.yaml"
+    )
+    monkeypatch.chdir(tmp_path)
+    common = ["--data.cache_dir", str(tmp_path / "hf"), "--trainer.enable_progress_bar", "false"]
+    main(["fit", recipe, *common, "--trainer.max_epochs", "3"])
+    run = tmp_path / "runs" / "quickstart-translation"
+    best = next((run / "tb" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    main(["test", recipe, *common, "--ckpt_path", str(best)])
+    with open(run / "csv" / "version_1" / "metrics.csv") as handle:
+        row = next(r for r in csv.DictReader(handle) if r.get("test/bleu"))
+    assert float(row["test/bleu"]) > 50  # the shipped sample is learnt within 3 epochs
