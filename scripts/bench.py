@@ -1,12 +1,14 @@
 """Speed benchmark: training and prediction throughput at a recipe's model size.
 
-For each task (tagging on CoNLL-2002 Spanish, classification on SST-2, from
-``$SEQNLP_DATA``), after a warm-up, it measures:
+For each task (tagging on CoNLL-2002 Spanish, classification on SST-2, translation
+on Multi30k de-en, from ``$SEQNLP_DATA``), after a warm-up, it measures:
 
-- training throughput: sentences/s and real tokens/s over ``--steps`` optimiser
-  steps (forward, backward, Adam step) on length-bucketed batches of the recipe;
+- training throughput: sentences/s and real tokens/s (source + target, and target
+  alone, for translation) over ``--steps`` optimiser steps (forward, backward, Adam
+  step) on length-bucketed batches of the recipe;
 - padding waste: padded positions / real positions over one epoch of batches;
-- prediction throughput: sentences/s of the predictor on the validation split;
+- prediction throughput: sentences/s of the predictor on the validation split
+  (greedy and beam 5 for translation);
 - peak RSS of the process;
 - the achieved matmul rate: the FLOPs of the recurrent, projection and output
   layers per training step (forward + backward = 3x forward; packed sequences do
@@ -32,9 +34,9 @@ from typing import Any
 import torch
 import yaml
 
-from seqnlp.data import ClassificationDataModule, TaggingDataModule
-from seqnlp.predict import ClassificationPredictor, TaggingPredictor
-from seqnlp.tasks import Classifier, Tagger
+from seqnlp.data import ClassificationDataModule, TaggingDataModule, TranslationDataModule
+from seqnlp.predict import ClassificationPredictor, TaggingPredictor, TranslationPredictor
+from seqnlp.tasks import Classifier, Tagger, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -73,12 +75,13 @@ def padding_waste(lengths: list[int], batches: list[list[int]]) -> float:
     return (padded - real) / real
 
 
-def time_training(
-    model: torch.nn.Module, loader, steps: int, warmup: int, lr: float, flops_of
-) -> dict:
+def time_training(model, loader, steps: int, warmup: int, lr: float, flops_of, counts_of) -> dict:
+    """Time ``steps`` optimiser steps after ``warmup``; ``counts_of(batch)`` gives the token
+    counts to report per second (e.g. ``{"tokens": ...}``)."""
     optimiser = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=lr)
     model.train()
-    sentences = tokens = 0
+    sentences = 0
+    totals: dict[str, int] = {}
     flops = 0.0
     batches = iter(loader)
     for step in range(warmup + steps):
@@ -92,11 +95,14 @@ def time_training(
         optimiser.step()
         if step >= warmup:
             sentences += len(batch)
-            tokens += int(batch.lengths.sum())
+            for key, value in counts_of(batch).items():
+                totals[key] = totals.get(key, 0) + value
             flops += 3 * flops_of(batch)
     elapsed = time.perf_counter() - start
-    return {"train_sentences_per_s": sentences / elapsed, "train_tokens_per_s": tokens / elapsed,
-            "train_gflops": flops / elapsed / 1e9, "train_step_s": elapsed / steps}  # fmt: skip
+    out = {"train_sentences_per_s": sentences / elapsed, "train_gflops": flops / elapsed / 1e9,
+           "train_step_s": elapsed / steps}  # fmt: skip
+    out.update({f"train_{key}_per_s": value / elapsed for key, value in totals.items()})
+    return out
 
 
 def time_prediction(predictor, items: list, batch_size: int) -> float:
@@ -115,10 +121,16 @@ def build(recipe: str, data_cls: type, model_cls: type) -> tuple[Any, Any, float
     return data, model_cls(data.vocab, **model_args), lr
 
 
-def training_stats(model, data, lr: float, args: argparse.Namespace, flops_of) -> dict[str, Any]:
+def real_tokens(batch) -> dict[str, int]:
+    return {"tokens": int(batch.lengths.sum())}
+
+
+def training_stats(
+    model, data, lr: float, args: argparse.Namespace, flops_of, counts_of=real_tokens
+) -> dict[str, Any]:
     """Training throughput and FLOP rate, padding waste over an epoch, parameter count."""
     loader = data.train_dataloader()
-    out = time_training(model, loader, args.steps, args.warmup, lr, flops_of)
+    out = time_training(model, loader, args.steps, args.warmup, lr, flops_of, counts_of)
     sampler = loader.batch_sampler
     out["padding_waste"] = padding_waste(sampler.lengths, list(sampler))
     out["parameters"] = sum(p.numel() for p in model.parameters())
@@ -165,9 +177,43 @@ def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_translation(args: argparse.Namespace) -> dict[str, Any]:
+    data, model, lr = build("translation.yaml", TranslationDataModule, Translator)
+    h = model.hparams
+    enc, dec, vocab = (
+        2 * h.hidden_size,
+        h.decoder_hidden_size or h.hidden_size,
+        len(data.vocab.target),
+    )
+
+    def flops_of(batch) -> float:
+        src, tgt = int(batch.src_lengths.sum()), int(batch.tgt_mask.sum())
+        f = rnn_flops(src, h.embedding_dim, h.hidden_size, h.cell, 2, h.encoder_layers)
+        f += src * 2 * enc * dec  # attention keys, once per source token
+        f += rnn_flops(tgt, h.embedding_dim + enc, dec, h.cell, 1, h.decoder_layers)
+        pairs = batch.src_mask.size(1) * tgt  # each target step attends to the padded source
+        f += tgt * 2 * dec * dec + pairs * 2 * dec + pairs * 2 * enc  # query, scores, context
+        f += tgt * 2 * ((dec + enc + h.embedding_dim) * dec + dec * vocab)  # pre-output, output
+        return f
+
+    def counts_of(batch) -> dict[str, int]:  # source + target, and target alone
+        target = int(batch.tgt_mask.sum())
+        return {"tokens": int(batch.src_lengths.sum()) + target, "target_tokens": target}
+
+    out = training_stats(model, data, lr, args, flops_of, counts_of)
+    sources = list(data.raw("validation")["source"])
+    for beam in (1, 5):
+        predictor = TranslationPredictor(model, beam_size=beam)
+        out[f"predict_sentences_per_s_beam{beam}"] = time_prediction(
+            predictor, sources, args.predict_batch
+        )
+    out["predict_sentences_per_s"] = out["predict_sentences_per_s_beam1"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="tagging,classification")
+    parser.add_argument("--tasks", default="tagging,classification,translation")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=5)
@@ -177,7 +223,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     peak = matmul_gflops()
-    runs = {"tagging": bench_tagging, "classification": bench_classification}
+    runs = {
+        "tagging": bench_tagging, "classification": bench_classification,
+        "translation": bench_translation,
+    }  # fmt: skip
     results: dict[str, Any] = {}
     for task in args.tasks.split(","):
         results[task] = runs[task](args)
@@ -199,6 +248,10 @@ def main() -> None:
         predict = f"{r['predict_sentences_per_s']:.0f}"
         if "predict_sentences_per_s_with_confidence" in r:
             predict += f" ({r['predict_sentences_per_s_with_confidence']:.0f} with confidences)"
+        if "predict_sentences_per_s_beam5" in r:
+            predict += f" greedy, {r['predict_sentences_per_s_beam5']:.0f} beam 5"
+        if "train_target_tokens_per_s" in r:
+            predict += f"; training {r['train_target_tokens_per_s']:.0f} target tok/s"
         cells = [
             task, f"{r['parameters']:,}", f"{r['train_sentences_per_s']:.0f}",
             f"{r['train_tokens_per_s']:.0f}", f"{100 * r['padding_waste']:.1f}%",
