@@ -213,6 +213,14 @@ def run_evaluate(argv: Sequence[str]) -> None:
     if isinstance(predictor, TranslationPredictor):
         predictor = TranslationPredictor(predictor.system, args.batch_size, args.beam_size,
                                          length_penalty=args.length_penalty)  # fmt: skip
+        single_file = source.kind != "named" and args.input.endswith((".tsv", ".jsonl"))
+        if (
+            args.format in ("auto", "files")
+            and not single_file
+            and not (args.src_lang and args.tgt_lang)
+        ):
+            raise ValueError("a translator is scored on PREFIX.SRC and PREFIX.TGT files: "
+                             "give --src_lang and --tgt_lang")  # fmt: skip
         if source.kind == "named":  # both sides verified, read through their common prefix
             sides = [resolve_named(source.name, f"{source.split}.{lang}")
                      for lang in (args.src_lang, args.tgt_lang)]  # fmt: skip

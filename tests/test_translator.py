@@ -208,3 +208,12 @@ def test_cli_fit_and_test_the_translation_quickstart(tmp_path, monkeypatch):
     with open(run / "csv" / "version_1" / "metrics.csv") as handle:
         row = next(r for r in csv.DictReader(handle) if r.get("test/bleu"))
     assert float(row["test/bleu"]) > 50  # the shipped sample is learnt within 3 epochs
+
+
+def test_evaluate_without_languages_says_what_to_give(mt_checkpoint, capsys):
+    from seqnlp.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--ckpt_path", str(mt_checkpoint), "--input", "multi30k:test"])
+    assert exit_info.value.code == 2
+    assert "give --src_lang and --tgt_lang" in capsys.readouterr().err
