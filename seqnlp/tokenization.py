@@ -18,7 +18,19 @@ UNK = "<unk>"
 _DIGITS = re.compile(r"\d")
 
 
-class Vocab:
+class StateEquality:
+    """Equality by ``state_dict()``: two vocabularies are equal when they serialise alike."""
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.state_dict() == other.state_dict()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Vocab(StateEquality):
     """An ordered symbol table with optional padding and unknown entries.
 
     Ids are assigned in this order: the special symbols (``pad`` first, so the
@@ -64,9 +76,6 @@ class Vocab:
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self.stoi
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.state_dict() == other.state_dict()
 
     def __repr__(self) -> str:
         return f"Vocab(size={len(self)}, pad={self.pad!r}, unk={self.unk!r})"

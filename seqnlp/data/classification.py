@@ -15,6 +15,7 @@ from seqnlp.data.batching import example_ids_of, pad_2d
 from seqnlp.data.text_readers import TextFormat, read_labelled_text
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
+    StateEquality,
     Tokenizer,
     Vocab,
     WordTokenizer,
@@ -24,7 +25,7 @@ from seqnlp.tokenization import (
 log = logging.getLogger(__name__)
 
 
-class ClassificationVocab:
+class ClassificationVocab(StateEquality):
     """The tokenizer and the label set; stored in every classifier checkpoint.
 
     Labels are ordered alphabetically, so class ids do not depend on frequencies.
@@ -33,9 +34,6 @@ class ClassificationVocab:
     def __init__(self, tokenizer: Tokenizer, labels: Vocab) -> None:
         self.tokenizer = tokenizer
         self.labels = labels
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClassificationVocab) and self.state_dict() == other.state_dict()
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)

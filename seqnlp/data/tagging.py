@@ -14,12 +14,12 @@ from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d
 from seqnlp.data.readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
-from seqnlp.tokenization import Vocab, normalize_word
+from seqnlp.tokenization import StateEquality, Vocab, normalize_word
 
 log = logging.getLogger(__name__)
 
 
-class TaggingVocab:
+class TaggingVocab(StateEquality):
     """Everything needed to turn tokens into model inputs and tag ids back into tags.
 
     Stored in every tagger checkpoint, so prediction needs no data files. (A plain
@@ -44,9 +44,6 @@ class TaggingVocab:
         self.lowercase = lowercase
         self.zero_digits = zero_digits
         self.max_word_chars = max_word_chars
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TaggingVocab) and self.state_dict() == other.state_dict()
 
     @classmethod
     def fit(

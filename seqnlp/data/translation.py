@@ -14,13 +14,13 @@ import torch
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d
 from seqnlp.data.sources import CATALOG, Source, resolve_named, sha256sum
-from seqnlp.tokenization import SentencePieceTokenizer
+from seqnlp.tokenization import SentencePieceTokenizer, StateEquality
 
 log = logging.getLogger(__name__)
 ParallelFormat = Literal["auto", "files", "tsv", "jsonl"]
 
 
-class TranslationVocab:
+class TranslationVocab(StateEquality):
     """Source and target SentencePiece models (one shared model when ``joint``).
 
     Stored in every translator checkpoint. Source ids end with ``</s>``; target
@@ -35,9 +35,6 @@ class TranslationVocab:
         self.source = source
         self.target = target
         self.joint = joint
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TranslationVocab) and self.state_dict() == other.state_dict()
 
     @classmethod
     def fit(
