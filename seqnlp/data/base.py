@@ -92,6 +92,7 @@ class SeqDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.datasets: dict[str, datasets.Dataset] = {}
         self._raw: dict[str, datasets.Dataset] = {}
+        self._vocab: Any = None
 
     # -- what a task provides -------------------------------------------------
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
@@ -109,9 +110,16 @@ class SeqDataModule(pl.LightningDataModule):
     def check_split(self, split: str, dataset: datasets.Dataset) -> None:
         """Raise ValueError when a split holds labels that training never saw."""
 
+    def fit_vocab(self, train: datasets.Dataset) -> Any:
+        """The task's vocabularies (tokenizers, label sets) fit on the training records."""
+        raise NotImplementedError
+
     @property
     def vocab(self) -> Any:
-        raise NotImplementedError
+        """The vocabularies, fit on the training split on first use and kept."""
+        if self._vocab is None:
+            self._vocab = self.fit_vocab(self.raw("train"))
+        return self._vocab
 
     # -- shared machinery -----------------------------------------------------
     def source_of(self, split: str) -> str:

@@ -135,7 +135,6 @@ class ClassificationDataModule(SeqDataModule):
             num_workers, seed, cache_dir,
         )  # fmt: skip
         self.save_hyperparameters()
-        self._vocab: ClassificationVocab | None = None
 
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
         h = self.hparams
@@ -154,24 +153,19 @@ class ClassificationDataModule(SeqDataModule):
             for row in hub
         ]  # fmt: skip
 
-    @property
-    def vocab(self) -> ClassificationVocab:
-        """Tokenizer and label set fit on the training split (read on first use)."""
-        if self._vocab is None:
-            h = self.hparams
-            train = self.raw("train")
-            texts = train["text"]
-            tokenizer: Tokenizer
-            if h.tokenizer == "sentencepiece":
-                tokenizer = SentencePieceTokenizer.fit(
-                    texts, h.vocab_size, h.sp_model_type, h.lowercase
-                )
-            else:
-                tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
-            labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
-            self._vocab = ClassificationVocab(tokenizer, labels)
-            log.info("tokenizer: %s, %d ids; labels %s", h.tokenizer, len(tokenizer), labels.itos)
-        return self._vocab
+    def fit_vocab(self, train: Any) -> ClassificationVocab:
+        h = self.hparams
+        texts = train["text"]
+        tokenizer: Tokenizer
+        if h.tokenizer == "sentencepiece":
+            tokenizer = SentencePieceTokenizer.fit(
+                texts, h.vocab_size, h.sp_model_type, h.lowercase
+            )
+        else:
+            tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
+        labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
+        log.info("tokenizer: %s, %d ids; labels %s", h.tokenizer, len(tokenizer), labels.itos)
+        return ClassificationVocab(tokenizer, labels)
 
     def check_split(self, split: str, dataset: Any) -> None:
         unseen = sorted(set(dataset["label"]) - set(self.vocab.labels.itos))

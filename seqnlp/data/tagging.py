@@ -208,7 +208,6 @@ class TaggingDataModule(SeqDataModule):
             cache_dir,
         )
         self.save_hyperparameters()
-        self._vocab: TaggingVocab | None = None
 
     def from_hub(self, hub: Any) -> list[dict[str, list[str]]]:
         h = self.hparams
@@ -220,27 +219,15 @@ class TaggingDataModule(SeqDataModule):
             {"tokens": w, "tags": to_iob2(t, source)} for w, t in zip(tokens, tags, strict=True)
         ]
 
-    @property
-    def vocab(self) -> TaggingVocab:
-        """Vocabularies fit on the training split (read on first use)."""
-        if self._vocab is None:
-            h = self.hparams
-            self._vocab = TaggingVocab.fit(
-                self.raw("train"),
-                h.min_word_freq,
-                h.max_vocab_size,
-                h.tag_scheme,
-                h.lowercase,
-                h.zero_digits,
-                h.max_word_chars,
-            )
-            log.info(
-                "vocabularies: %d words, %d characters, tags %s",
-                len(self._vocab.words),
-                len(self._vocab.chars),
-                self._vocab.tags.itos,
-            )
-        return self._vocab
+    def fit_vocab(self, train: Any) -> TaggingVocab:
+        h = self.hparams
+        vocab = TaggingVocab.fit(
+            train, h.min_word_freq, h.max_vocab_size, h.tag_scheme, h.lowercase, h.zero_digits,
+            h.max_word_chars,
+        )  # fmt: skip
+        log.info("vocabularies: %d words, %d characters, tags %s", len(vocab.words),
+                 len(vocab.chars), vocab.tags.itos)  # fmt: skip
+        return vocab
 
     def check_split(self, split: str, dataset: Any) -> None:
         known = set(self.vocab.tags.itos)

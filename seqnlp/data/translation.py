@@ -172,7 +172,6 @@ class TranslationDataModule(SeqDataModule):
         )  # fmt: skip
         self.save_hyperparameters()
         self.max_tokens = max_tokens
-        self._vocab: TranslationVocab | None = None
         self._length_filtered = False
 
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
@@ -207,19 +206,15 @@ class TranslationDataModule(SeqDataModule):
             return [{"source": r[h.src_lang], "target": r[h.tgt_lang]} for r in hub["translation"]]
         return [{"source": r[h.source_field], "target": r[h.target_field]} for r in hub]
 
-    @property
-    def vocab(self) -> TranslationVocab:
-        """SentencePiece models trained on the training split (on first use)."""
-        if self._vocab is None:
-            h = self.hparams
-            train = self.raw("train")
-            self._vocab = TranslationVocab.fit(
-                train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
-                h.character_coverage,
-            )  # fmt: skip
-            log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else
-                     "separate", len(self._vocab.source), len(self._vocab.target))  # fmt: skip
-        return self._vocab
+    def fit_vocab(self, train: Any) -> TranslationVocab:
+        h = self.hparams
+        vocab = TranslationVocab.fit(
+            train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
+            h.character_coverage,
+        )  # fmt: skip
+        log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else "separate",
+                 len(vocab.source), len(vocab.target))  # fmt: skip
+        return vocab
 
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
         return partial(encode_translation, vocab=self.vocab)

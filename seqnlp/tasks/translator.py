@@ -109,10 +109,14 @@ class Translator(System):
         progress = min(1.0, self.current_epoch / max(1, h.sampling_epochs))
         return h.sampling_start + progress * (h.sampling_end - h.sampling_start)
 
-    def logits(self, batch: TranslationBatch, sampling: float = 0.0) -> torch.Tensor:
-        """Teacher-forced (optionally scheduled-sampled) scores (batch, tgt, vocab)."""
+    def logits(
+        self, batch: TranslationBatch, sampling: float = 0.0, state: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Teacher-forced (optionally scheduled-sampled) scores (batch, tgt, vocab).
+
+        ``state``: ``encode(batch)`` when the caller has it already."""
         assert batch.tgt_in is not None
-        state = self.encode(batch)
+        state = self.encode(batch) if state is None else state
         hidden, outputs = state["hidden"], []
         prev = batch.tgt_in[:, 0]
         for t in range(batch.tgt_in.size(1)):
@@ -160,11 +164,11 @@ class Translator(System):
     @torch.no_grad()
     def translate(
         self, batch: TranslationBatch, beam_size: int = 1, n_best: int = 1,
-        length_penalty: float | None = None,
+        length_penalty: float | None = None, state: dict[str, Any] | None = None,
     ) -> list[list[Hypothesis]]:  # fmt: skip
         """The ``n_best`` translations (target ids, without <s>/</s>) of each source."""
         target = self.vocab.target
-        state = self.encode(batch)
+        state = self.encode(batch) if state is None else state
         limits = self.max_lengths(batch)
         device = batch.src_ids.device
         if beam_size == 1 and n_best == 1:
@@ -210,8 +214,9 @@ class Translator(System):
     def evaluate_batch(self, batch: TranslationBatch) -> tuple[torch.Tensor, list[tuple[str, str]]]:
         """Loss and (hypothesis, reference) detokenised texts per pair."""
         assert batch.tgt_out is not None and batch.tgt_mask is not None
-        loss = self.loss(self.logits(batch), batch)
-        found = self.translate(batch, beam_size=self.hparams.eval_beam_size)
+        state = self.encode(batch)  # once, for the loss and the search
+        loss = self.loss(self.logits(batch, state=state), batch)
+        found = self.translate(batch, beam_size=self.hparams.eval_beam_size, state=state)
         outputs = []
         for hyps, ref, n in zip(found, batch.tgt_out, batch.tgt_mask.sum(dim=1), strict=True):
             reference = self.vocab.decode_target(ref[: n - 1].tolist())
