@@ -17,14 +17,16 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.tasks.base import CKPT_KEY, System, _system_class
 
 TRAINER_COMMANDS = ("fit", "validate", "test")
+log = logging.getLogger("seqnlp")
 
 
 class SeqnlpCLI(LightningCLI):
@@ -49,11 +51,11 @@ class SeqnlpCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if (
-            not ckpt_path
-            or ckpt_path in ("best", "last", "hpc")
-            or ckpt_path.startswith("registry")
-        ):
+        if ckpt_path == "last":
+            ckpt_path = self.config[subcommand]["ckpt_path"] = _last_checkpoint(
+                self.config[subcommand]
+            )
+        if not ckpt_path or ckpt_path in ("best", "hpc") or ckpt_path.startswith("registry"):
             return  # none, or a checkpoint that Lightning finds itself
         ckpt = System.read_checkpoint(ckpt_path)  # a missing or damaged file: one line
         meta = ckpt[CKPT_KEY]
@@ -79,6 +81,37 @@ class SeqnlpCLI(LightningCLI):
             raise ValueError(f"{ckpt_path}: its hyper-parameters do not fit: {first}") from None
         finally:
             self.parser.exit_on_error = exit_on_error
+
+
+def _last_checkpoint(config: Namespace) -> str | None:
+    """The newest ``last*.ckpt`` under the run's directories, for ``--ckpt_path last``.
+
+    Lightning looks only in the new run's own checkpoint folder, which a versioned
+    logger makes empty on every restart; this looks under the trainer's
+    ``default_root_dir``, every logger's ``save_dir`` and every checkpoint callback's
+    ``dirpath``. With none found, training starts afresh with a warning (a job that
+    is requeued after preemption uses one command for its first start and its
+    restarts).
+    """
+    trainer = config.get("trainer") or {}
+    root = trainer.get("default_root_dir")
+    roots = {root} if root else {"lightning_logs", "checkpoints"}  # Lightning's defaults
+    for section in ("logger", "callbacks"):
+        entries = trainer.get(section)
+        for entry in entries if isinstance(entries, list) else []:
+            args = entry.get("init_args") if hasattr(entry, "get") else None
+            for key in ("save_dir", "dirpath"):
+                if args is not None and args.get(key):
+                    roots.add(str(args.get(key)))
+    found = [p for root in roots for p in Path(root).glob("**/last*.ckpt") if p.is_file()]
+    if not found:
+        log.warning(
+            "--ckpt_path last: no last*.ckpt under %s; starting afresh", ", ".join(sorted(roots))
+        )
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("--ckpt_path last: resuming from %s", newest)
+    return str(newest)
 
 
 def _vocab_of(data: SeqDataModule) -> object:

@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 import torch
+from lightning_fabric.utilities.data import _set_sampler_epoch
 
 from seqnlp.data.batching import BucketBatchSampler, pad_2d, pad_3d
+from seqnlp.data.resumable import ResumableDataLoader
 
 
 def random_lengths(n: int, seed: int = 0, low: int = 1, high: int = 60) -> list[int]:
@@ -222,3 +224,59 @@ def test_token_budget_bounds_padded_batch_size():
         assert len(b) * longest <= 400 or len(b) == 1  # a lone long example may exceed it
     with pytest.raises(ValueError, match="drop_last and max_tokens"):
         BucketBatchSampler(lengths, batch_size=8, max_tokens=100, drop_last=True)
+
+
+# -- epochs under Lightning, and resuming mid-epoch ----------------------------------------
+
+
+def _loader(lengths: list[int], **kwargs) -> ResumableDataLoader:
+    sampler = BucketBatchSampler(lengths, batch_size=4, pool_factor=2, seed=3, **kwargs)
+    return ResumableDataLoader(list(range(len(lengths))), batch_sampler=sampler,
+                               collate_fn=list)  # fmt: skip
+
+
+def test_lightning_set_epoch_reaches_the_bucket_sampler():
+    # Lightning calls set_epoch on loader.sampler and loader.batch_sampler.sampler only;
+    # a batch sampler it cannot reach would repeat epoch 0's order every epoch.
+    loader = _loader(random_lengths(40))
+    first = list(loader)
+    _set_sampler_epoch(loader, 3)
+    assert loader.batch_sampler.epoch == 3
+    assert list(loader) != first
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_loader_state_resumes_mid_epoch_where_it_stopped(replicas):
+    lengths = random_lengths(45, seed=5)
+    for rank in range(replicas):
+        whole = _loader(lengths, num_replicas=replicas, rank=rank)
+        whole.batch_sampler.set_epoch(2)
+        expected = list(whole)
+        interrupted = _loader(lengths, num_replicas=replicas, rank=rank)
+        interrupted.batch_sampler.set_epoch(2)
+        taken = []
+        for batch in interrupted:
+            taken.append(batch)
+            if len(taken) == 3:
+                break
+        state = interrupted.state_dict()
+        assert state == {"epoch": 2, "batches_done": 3}
+        restarted = _loader(lengths, num_replicas=replicas, rank=rank)  # a new process
+        restarted.load_state_dict(state)
+        rest = list(restarted)
+        assert taken + rest == expected
+        assert restarted.state_dict() == {"epoch": 2, "batches_done": len(expected)}
+        # the skip applies once: the next epoch is whole and in its own order
+        restarted.batch_sampler.set_epoch(3)
+        assert len(list(restarted)) == len(expected)
+
+
+def test_loader_state_of_a_finished_epoch_starts_the_next_one_whole():
+    lengths = random_lengths(30, seed=6)
+    loader = _loader(lengths)
+    done = list(loader)
+    restarted = _loader(lengths)
+    restarted.load_state_dict(loader.state_dict())  # {"epoch": 0, "batches_done": all}
+    _set_sampler_epoch(restarted, 1)  # what Lightning does at the next epoch's start
+    nxt = list(restarted)
+    assert len(nxt) == len(done) and nxt != done

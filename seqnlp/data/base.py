@@ -16,10 +16,12 @@ from typing import Any
 
 import datasets
 import pytorch_lightning as pl
+import torch
 from datasets.exceptions import DatasetGenerationError
 from torch.utils.data import DataLoader
 
 from seqnlp.data.batching import BucketBatchSampler
+from seqnlp.data.resumable import ResumableDataLoader
 from seqnlp.data.sources import (
     CATALOG,
     Source,
@@ -205,12 +207,18 @@ class SeqDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader checkpoints its place in the epoch. Every loader draws its
+        # workers' base seed from a generator of its own, not the global one, so that
+        # starting an iterator does not move the random stream that dropout uses (a
+        # resumed run then draws the masks an uninterrupted one draws).
+        loader_class = ResumableDataLoader if shuffle else DataLoader
+        return loader_class(
             self.datasets[split],
             batch_sampler=self._sampler(split, batch_size, shuffle),
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

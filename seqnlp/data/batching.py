@@ -63,9 +63,20 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.max_tokens = max_tokens
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+        # Lightning calls ``set_epoch`` on a loader's ``sampler`` and on its
+        # ``batch_sampler.sampler`` (torch's BatchSampler wraps a sampler), never on the
+        # batch sampler itself: without this the order would be the same every epoch.
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue an interrupted epoch: the next iteration, if it is of ``epoch``,
+        skips the ``batches_done`` batches this rank had already taken."""
+        self.epoch = epoch
+        self._resume = (epoch, batches_done)
 
     def _all_batches(self) -> list[list[int]]:
         n = len(self.lengths)
@@ -106,6 +117,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             filler = total - len(batches)
             batches = batches + (batches * math.ceil(filler / len(batches)))[:filler]
             batches = batches[self.rank :: self.num_replicas]
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == self.epoch:
+            batches = batches[resume[1] :]
         return iter(batches)
 
     def __len__(self) -> int:

@@ -8,10 +8,14 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 from seqnlp.metrics import gather_unique
+from seqnlp.tasks import rng
 
 CKPT_KEY = "seqnlp"
+#: per-rank random state of a training checkpoint (see seqnlp/tasks/rng.py).
+RNG_KEY = "seqnlp_rng"
 
 
 class System(pl.LightningModule):
@@ -36,6 +40,7 @@ class System(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._eval_outputs: list[Any] = []
+        self._rng_to_restore: list[dict[str, Any]] | None = None
 
     # -- what a task provides ----------------------------------------------------
     def training_loss(self, batch: Any) -> torch.Tensor:
@@ -92,12 +97,21 @@ class System(pl.LightningModule):
         self._eval_epoch_end("test")
 
     # -- checkpoints -----------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Resuming: take back the random state saved with the checkpoint just before
+        # the first step, after anything else the restart may have drawn.
+        if self._rng_to_restore is not None:
+            rng.restore_own_rank(self._rng_to_restore)
+            self._rng_to_restore = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = {
             "task": self.task,
             "class_path": f"{type(self).__module__}.{type(self).__name__}",
             "vocab": self.vocab.state_dict(),
         }
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            checkpoint[RNG_KEY] = rng.capture_all_ranks()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CKPT_KEY)
@@ -110,6 +124,7 @@ class System(pl.LightningModule):
                 "the checkpoint's vocabularies differ from those built from this recipe's "
                 "training data; use the same training data and vocabulary settings"
             )
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
