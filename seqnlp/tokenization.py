@@ -7,6 +7,7 @@ without pickled classes) and round-trips exactly.
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -212,15 +213,19 @@ class SentencePieceTokenizer:
         lowercase: bool = False,
         character_coverage: float = 1.0,
         bos_eos: bool = False,
+        max_sentences: int | None = None,
     ) -> SentencePieceTokenizer:
-        """Train on ``texts`` (deterministic: one thread, no sampling of the input)."""
+        """Train on ``texts`` (deterministic: one thread). With ``max_sentences``, on a
+        uniform sample of that many non-empty lines (reservoir sampling with a fixed
+        seed), so that a streamed corpus needs memory for the sample only."""
         import io
 
         import sentencepiece as spm
 
         if model_type not in ("unigram", "bpe"):
             raise ValueError(f"sentencepiece model_type must be unigram or bpe, got {model_type!r}")
-        lines = [(t.lower() if lowercase else t) for t in texts if t.strip()]
+        nonempty = ((t.lower() if lowercase else t) for t in texts if t.strip())
+        lines = list(nonempty) if max_sentences is None else _reservoir(nonempty, max_sentences)
         if not lines:
             raise ValueError("cannot train a SentencePiece model on no text")
         buffer = io.BytesIO()
@@ -275,6 +280,18 @@ class SentencePieceTokenizer:
 
 
 Tokenizer = WordTokenizer | SentencePieceTokenizer
+
+
+def _reservoir(items: Iterable[str], k: int, seed: int = 0) -> list[str]:
+    """A uniform sample of ``k`` items of a stream, in stream order (Algorithm R)."""
+    rng = random.Random(seed)
+    sample: list[tuple[int, str]] = []
+    for i, item in enumerate(items):
+        if i < k:
+            sample.append((i, item))
+        elif (j := rng.randint(0, i)) < k:
+            sample[j] = (i, item)
+    return [item for _, item in sorted(sample)]
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:

@@ -30,6 +30,12 @@ from seqnlp.data.sources import (
     resolve_named,
     sha256sum,
 )
+from seqnlp.data.streaming import (
+    RecordStream,
+    StreamingBatches,
+    StreamingDataLoader,
+    count_kept,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -51,11 +57,31 @@ def _with_example_ids(
 
 
 class SeqDataModule(pl.LightningDataModule):
-    """Shared base of the task DataModules (see the subclasses for the arguments)."""
+    """Shared base of the task DataModules (see the subclasses for their arguments).
+
+    Arguments every task takes:
+        batch_size, eval_batch_size: examples per training / evaluation batch.
+        pool_factor: training batches are cut from length-sorted pools of
+            ``pool_factor * batch_size`` shuffled examples.
+        num_workers: DataLoader worker processes.
+        seed: base of the shuffling seeds (epoch ``e`` uses ``seed + e``).
+        cache_dir: where Hugging Face ``datasets`` caches read and encoded splits.
+        streaming: read the training split lazily every epoch instead of caching it
+            (for corpora larger than memory; see ``seqnlp/data/streaming.py``).
+            Validation and test splits are still read whole.
+        shuffle_buffer: streaming: examples shuffled together before pooling.
+    """
 
     length_column: str = ""
     #: a token budget per training batch (None: ``batch_size`` examples).
     max_tokens: int | None = None
+    #: streaming: SentencePiece is trained on a uniform sample of this many lines.
+    streaming_sentencepiece_sample: int = 1_000_000
+
+    @property
+    def sentencepiece_sample(self) -> int | None:
+        """Lines SentencePiece trains on (None: all; a sample when streaming)."""
+        return self.streaming_sentencepiece_sample if self.streaming else None
 
     def __init__(
         self,
@@ -69,6 +95,8 @@ class SeqDataModule(pl.LightningDataModule):
         num_workers: int,
         seed: int,
         cache_dir: str | None,
+        streaming: bool = False,
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__()
         given = {
@@ -92,6 +120,9 @@ class SeqDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.cache_dir = cache_dir
+        self.streaming = streaming
+        self.shuffle_buffer = shuffle_buffer
+        self._train_kept: bytearray | None = None  # streaming: one flag per example
         self.datasets: dict[str, datasets.Dataset] = {}
         self._raw: dict[str, datasets.Dataset] = {}
         self._vocab: Any = None
@@ -112,15 +143,21 @@ class SeqDataModule(pl.LightningDataModule):
     def check_split(self, split: str, dataset: datasets.Dataset) -> None:
         """Raise ValueError when a split holds labels that training never saw."""
 
-    def fit_vocab(self, train: datasets.Dataset) -> Any:
-        """The task's vocabularies (tokenizers, label sets) fit on the training records."""
+    def fit_vocab(self, train: datasets.Dataset | RecordStream) -> Any:
+        """The task's vocabularies (tokenizers, label sets) fit on the training records
+        (a ``RecordStream`` when streaming: iterate it, or a column of it, in one pass)."""
         raise NotImplementedError
+
+    def train_filter(self) -> Callable[[dict[str, Any]], bool] | None:
+        """A predicate on encoded training examples (those it rejects are dropped)."""
+        return None
 
     @property
     def vocab(self) -> Any:
         """The vocabularies, fit on the training split on first use and kept."""
         if self._vocab is None:
-            self._vocab = self.fit_vocab(self.raw("train"))
+            train = RecordStream(self.stream("train")) if self.streaming else self.raw("train")
+            self._vocab = self.fit_vocab(train)
         return self._vocab
 
     # -- shared machinery -----------------------------------------------------
@@ -140,6 +177,19 @@ class SeqDataModule(pl.LightningDataModule):
                 self._raw[split] = self._read_cached(*self.resolve(source))
             log.info("%s: %d examples from %s", split, len(self._raw[split]), source.spec)
         return self._raw[split]
+
+    def stream(self, split: str) -> datasets.IterableDataset:
+        """The split's records read lazily from their file, never held whole."""
+        source = parse_source(self.source_of(split))
+        if source.kind == "hub":
+            raise ValueError(
+                f"{source.spec}: data.streaming reads files and named datasets; save the hub "
+                f"split to a file first"
+            )
+        path, checksum = self.resolve(source)
+        return datasets.IterableDataset.from_generator(
+            _generate, gen_kwargs={"reader": self.file_reader(), "path": path, "sha256": checksum}
+        )
 
     def resolve(self, source: Source) -> tuple[str, str]:
         """The path that ``file_reader()`` reads for a file or named source, and the
@@ -175,6 +225,11 @@ class SeqDataModule(pl.LightningDataModule):
         for split in _STAGE_SPLITS.get(stage, ()):
             if split == "validation" and not self.sources.get(split):
                 continue
+            if split == "train" and self.streaming:
+                if self._train_kept is None:
+                    self._train_kept = count_kept(self.stream("train"), encode, self.train_filter())
+                    log.info("streaming train: %d examples", sum(self._train_kept))
+                continue
             if split in self.datasets:
                 continue
             raw = self.raw(split)
@@ -186,6 +241,10 @@ class SeqDataModule(pl.LightningDataModule):
                 remove_columns=raw.column_names,
                 desc=f"encoding {split}",
             )
+
+    def example_length(self, example: dict[str, Any]) -> int:
+        """An encoded example's bucketing length (streaming; ``example_lengths`` in bulk)."""
+        return len(example[self.length_column])
 
     def example_lengths(self, split: str) -> list[int]:
         """The length by which examples are bucketed (tokens of ``length_column``)."""
@@ -222,7 +281,27 @@ class SeqDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._streaming_loader()
         return self._loader("train", self.batch_size, shuffle=True)
+
+    def _streaming_loader(self) -> StreamingDataLoader:
+        if self.max_tokens is not None:
+            raise ValueError("data.streaming and data.max_tokens do not combine: set batch_size")
+        if self._train_kept is None:
+            self.setup("fit")
+        assert self._train_kept is not None
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        batches = StreamingBatches(
+            self.stream("train"), self.encoder(), self.train_filter(), self._train_kept,
+            self.example_length, self.collate, self.batch_size, self.pool_factor,
+            self.shuffle_buffer, self.seed, world, rank, self.num_workers,
+        )  # fmt: skip
+        return StreamingDataLoader(batches, self._current_epoch, self.num_workers)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader | list:
         if "validation" not in self.datasets:

@@ -129,10 +129,12 @@ class ClassificationDataModule(SeqDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        streaming: bool = False,
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__(
             dataset, train, validation, test, batch_size, eval_batch_size, pool_factor,
-            num_workers, seed, cache_dir,
+            num_workers, seed, cache_dir, streaming, shuffle_buffer,
         )  # fmt: skip
         self.save_hyperparameters()
 
@@ -159,8 +161,9 @@ class ClassificationDataModule(SeqDataModule):
         tokenizer: Tokenizer
         if h.tokenizer == "sentencepiece":
             tokenizer = SentencePieceTokenizer.fit(
-                texts, h.vocab_size, h.sp_model_type, h.lowercase
-            )
+                texts, h.vocab_size, h.sp_model_type, h.lowercase,
+                max_sentences=self.sentencepiece_sample,
+            )  # fmt: skip
         else:
             tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
         labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)

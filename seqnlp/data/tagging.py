@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -48,7 +48,7 @@ class TaggingVocab(StateEquality):
     @classmethod
     def fit(
         cls,
-        records: Sequence[dict[str, list[str]]],
+        records: Iterable[dict[str, list[str]]],
         min_word_freq: int = 1,
         max_vocab_size: int | None = None,
         tag_scheme: Literal["iob2", "bioes"] = "bioes",
@@ -57,7 +57,8 @@ class TaggingVocab(StateEquality):
         max_word_chars: int = 40,
     ) -> TaggingVocab:
         """Fit on training records (tags already in IOB2)."""
-        norm = [[normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records]
+        # Generators, one pass each: a streamed corpus is never held whole.
+        norm = ([normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records)
         words = Vocab.fit(norm, min_freq=min_word_freq, max_size=max_vocab_size)
         chars = Vocab.fit(list(w) for r in records for w in r["tokens"])
         schemed = (convert(r["tags"], "iob2", tag_scheme) for r in records)
@@ -194,6 +195,8 @@ class TaggingDataModule(SeqDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        streaming: bool = False,
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__(
             dataset,
@@ -206,6 +209,8 @@ class TaggingDataModule(SeqDataModule):
             num_workers,
             seed,
             cache_dir,
+            streaming,
+            shuffle_buffer,
         )
         self.save_hyperparameters()
 

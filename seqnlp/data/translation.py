@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,14 +39,17 @@ class TranslationVocab(StateEquality):
 
     @classmethod
     def fit(
-        cls, sources: Sequence[str], targets: Sequence[str], joint: bool = True,
+        cls, sources: Iterable[str], targets: Iterable[str], joint: bool = True,
         vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0,
+        max_sentences: int | None = None,
     ) -> TranslationVocab:  # fmt: skip
-        """Train SentencePiece on the training text: one model on both sides, or one each."""
+        """Train SentencePiece on the training text: one model on both sides, or one each
+        (on a sample of ``max_sentences`` lines a model, when given)."""
         fit = partial(SentencePieceTokenizer.fit, vocab_size=vocab_size, model_type=model_type,
-                      character_coverage=character_coverage, bos_eos=True)  # fmt: skip
+                      character_coverage=character_coverage, bos_eos=True,
+                      max_sentences=max_sentences)  # fmt: skip
         if joint:
-            shared = fit([*sources, *targets])
+            shared = fit(itertools.chain(sources, targets))
             return cls(shared, shared, joint=True)
         return cls(fit(sources), fit(targets), joint=False)
 
@@ -119,6 +123,11 @@ def collate_translation(examples: Sequence[dict[str, Any]], bos: int, eos: int) 
     return TranslationBatch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, ids)
 
 
+def _within_length(example: dict[str, Any], limit: int) -> bool:
+    """Whether a pair fits ``max_train_length`` pieces a side (the source's </s> aside)."""
+    return len(example["source_ids"]) <= limit + 1 and len(example["target_ids"]) <= limit
+
+
 class TranslationDataModule(SeqDataModule):
     """Parallel text with SentencePiece models trained on the training split.
 
@@ -165,10 +174,12 @@ class TranslationDataModule(SeqDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        streaming: bool = False,
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__(
             dataset, train, validation, test, batch_size, eval_batch_size, pool_factor,
-            num_workers, seed, cache_dir,
+            num_workers, seed, cache_dir, streaming, shuffle_buffer,
         )  # fmt: skip
         self.save_hyperparameters()
         self.max_tokens = max_tokens
@@ -210,7 +221,7 @@ class TranslationDataModule(SeqDataModule):
         h = self.hparams
         vocab = TranslationVocab.fit(
             train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
-            h.character_coverage,
+            h.character_coverage, self.sentencepiece_sample,
         )  # fmt: skip
         log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else "separate",
                  len(vocab.source), len(vocab.target))  # fmt: skip
@@ -219,20 +230,24 @@ class TranslationDataModule(SeqDataModule):
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
         return partial(encode_translation, vocab=self.vocab)
 
+    def train_filter(self) -> Callable[[dict[str, Any]], bool] | None:
+        limit = self.hparams.max_train_length
+        return None if limit is None else partial(_within_length, limit=limit)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        limit = self.hparams.max_train_length
-        if limit is None or "train" not in self.datasets or self._length_filtered:
+        keep = self.train_filter()
+        if keep is None or "train" not in self.datasets or self._length_filtered:
             return
         train = self.datasets["train"]
-        kept = train.filter(
-            lambda e: len(e["source_ids"]) <= limit + 1 and len(e["target_ids"]) <= limit,
-            desc="dropping long training pairs",
-        )
-        log.info("max_train_length %d: dropped %d of %d training pairs", limit,
-                 len(train) - len(kept), len(train))  # fmt: skip
+        kept = train.filter(keep, desc="dropping long training pairs")
+        log.info("max_train_length %d: dropped %d of %d training pairs",
+                 self.hparams.max_train_length, len(train) - len(kept), len(train))  # fmt: skip
         self.datasets["train"] = kept
         self._length_filtered = True
+
+    def example_length(self, example: dict[str, Any]) -> int:
+        return len(example["source_ids"]) + len(example["target_ids"]) + 1
 
     def example_lengths(self, split: str) -> list[int]:
         """Source + target pieces: batches are bucketed (and budgeted) on both sides."""
