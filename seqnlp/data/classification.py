@@ -125,7 +125,7 @@ class ClassificationDataModule(SeqDataModule):
         hub_label_field: str = "label",
         batch_size: int = 32,
         eval_batch_size: int = 256,
-        pool_factor: int = 50,
+        pool_factor: int = 1000,
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,

@@ -191,7 +191,7 @@ class TaggingDataModule(SeqDataModule):
         hub_tags_field: str = "ner_tags",
         batch_size: int = 32,
         eval_batch_size: int = 128,
-        pool_factor: int = 50,
+        pool_factor: int = 1000,
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,

@@ -170,7 +170,7 @@ class TranslationDataModule(SeqDataModule):
         max_tokens: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 128,
-        pool_factor: int = 50,
+        pool_factor: int = 1000,
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
