@@ -2,25 +2,36 @@
 
 The one place that turns ids back into text for users. ``load(path)`` reads a
 checkpoint (no recipe, no data files) and returns the task's predictor; the
-predictors' ``predict`` takes a list, ``predict_file`` streams a file.
+predictors' ``predict`` takes a list, ``predict_file`` streams a file, and
+``predict_file_on_every_rank`` shares that among the processes of ``--devices N``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeVar
 
 import torch
+import torch.distributed as dist
+from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from seqnlp.data.classification import collate_classification
-from seqnlp.data.readers import iter_json_lines, iter_lines, read_conll, read_tagging_file
+from seqnlp.data.readers import (
+    decode_lines,
+    iter_json_lines,
+    iter_lines,
+    read_conll,
+    read_tagging_file,
+)
 from seqnlp.data.tagging import TaggingBatch, collate_tagging
 from seqnlp.data.tagschemes import spans
 from seqnlp.data.text_readers import read_labelled_text
@@ -32,6 +43,8 @@ from seqnlp.tasks.tagger import Tagger
 from seqnlp.tasks.translator import Translator, corpus_scores
 
 Record = dict[str, Any]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Predictor:
@@ -40,6 +53,8 @@ class Predictor:
     #: the JSON-lines input field, and the output formats besides ``jsonl``.
     jsonl_field: str = "text"
     text_formats: tuple[str, ...] = ()
+    #: a budget of padded ``length`` units (inputs x the longest) per batch; None: no budget.
+    max_tokens: int | None = None
 
     def __init__(self, system: System, batch_size: int = 64) -> None:
         if batch_size < 1:
@@ -47,19 +62,45 @@ class Predictor:
         self.system = system.eval()
         self.batch_size = batch_size
 
-    def predict(self, inputs: Sequence[Any]) -> list[Record]:
-        """One record per input, in the input order."""
+    def predict(
+        self, inputs: Sequence[Any], on_batch: Callable[[int], object] | None = None
+    ) -> list[Record]:
+        """One record per input, in the input order.
+
+        ``on_batch(n)`` is called after each batch with its size (progress display).
+        """
         results: list[Record | None] = [None] * len(inputs)
-        order = sorted(range(len(inputs)), key=lambda i: self.length(inputs[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        lengths = [self.length(item) for item in inputs]
+        order = sorted(range(len(inputs)), key=lengths.__getitem__)
+        for idx in self.batches(order, lengths):
             for i, record in zip(idx, self.predict_batch([inputs[i] for i in idx]), strict=True):
                 results[i] = record
+            if on_batch is not None:
+                on_batch(len(idx))
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
     def length(self, item: Any) -> int:
         raise NotImplementedError
+
+    def batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+        """``order`` (by length) cut into batches of at most ``batch_size`` inputs and, with
+        ``max_tokens``, at most that many padded length units: a long input does not pad a
+        whole batch to its length, and one over the budget is a batch of its own."""
+        batch: list[int] = []
+        for i in order:
+            over = self.max_tokens is not None and (len(batch) + 1) * lengths[i] > self.max_tokens
+            if batch and (len(batch) == self.batch_size or over):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def to_device(self, batch: T) -> T:
+        """A collated (CPU) batch on the system's device (a GPU under ``--devices``)."""
+        device = self.system.device
+        return batch if device.type == "cpu" else move_data_to_device(batch, device)
 
     def predict_batch(self, items: Sequence[Any]) -> list[Record]:
         raise NotImplementedError
@@ -116,7 +157,7 @@ class TaggingPredictor(Predictor):
         for i in real:
             word_ids, char_ids = vocab.encode_tokens(sentences[i])
             encoded.append({"word_ids": word_ids, "char_ids": char_ids})
-        batch: TaggingBatch = collate_tagging(encoded)
+        batch: TaggingBatch = self.to_device(collate_tagging(encoded))
         emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)
         probs = self.system.tag_probabilities(emissions, batch.mask) if self.confidence else None
@@ -190,7 +231,9 @@ class ClassificationPredictor(Predictor):
         encoded = {i: ids for i, ids in encoded.items() if ids}
         if not encoded:
             return records
-        batch = collate_classification([{"token_ids": ids} for ids in encoded.values()])
+        batch = self.to_device(
+            collate_classification([{"token_ids": ids} for ids in encoded.values()])
+        )
         probs = self.system.logits(batch).softmax(dim=-1)  # (batch, classes)
         labels = vocab.labels.itos
         for row, i in zip(probs.tolist(), encoded, strict=True):
@@ -231,6 +274,12 @@ class TranslationPredictor(Predictor):
     Each record is ``{"source", "translation"}``, plus with ``n_best`` > 1
     ``"n_best"``: ``{"translation", "log_prob", "score"}`` best first (``score`` is
     the length-penalised ranking score). An empty line gives an empty translation.
+
+    Sources are never cut. A batch holds at most ``max_tokens`` padded source pieces
+    (sentences x the longest), so that one long source does not pad a whole batch to
+    its length; a longer source is translated alone. A translation that reaches the
+    model's length limit (``max_length_ratio`` x source pieces + ``max_length_offset``)
+    without ending is kept and logged as a warning, with the start of its source.
     """
 
     system: Translator
@@ -238,17 +287,21 @@ class TranslationPredictor(Predictor):
 
     def __init__(
         self, system: Translator, batch_size: int = 64, beam_size: int = 5, n_best: int = 1,
-        length_penalty: float | None = None,
+        length_penalty: float | None = None, max_tokens: int = 8192,
     ) -> None:  # fmt: skip
         super().__init__(system, batch_size)
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         self.beam_size = beam_size
         self.n_best = n_best
         self.length_penalty = length_penalty
+        self.max_tokens = max_tokens
 
     def length(self, item: str) -> int:
-        return len(item.split())
+        """Source pieces, ``</s>`` included."""
+        return len(self.system.vocab.encode_source(item))
 
     @torch.inference_mode()
     def predict_batch(self, items: Sequence[str]) -> list[Record]:
@@ -259,9 +312,15 @@ class TranslationPredictor(Predictor):
             return records
         batch = collate_translation([{"source_ids": vocab.encode_source(items[i])} for i in real],
                                     vocab.target.bos_id, vocab.target.eos_id)  # fmt: skip
+        batch = self.to_device(batch)
         found = self.system.translate(batch, self.beam_size, self.n_best, self.length_penalty)
-        for i, hyps in zip(real, found, strict=True):
+        limits = self.system.max_lengths(batch).tolist()
+        for i, hyps, limit in zip(real, found, limits, strict=True):
             records[i]["translation"] = vocab.decode_target(hyps[0].tokens)
+            if len(hyps[0].tokens) >= limit:
+                log.warning("translation stopped at the length limit of %d pieces (max_length_ratio"
+                            " x source pieces + max_length_offset) without ending, may be cut; "
+                            "source: %.80r", limit, items[i])  # fmt: skip
             if self.n_best > 1:
                 records[i]["n_best"] = [
                     {"translation": vocab.decode_target(h.tokens),
@@ -304,9 +363,17 @@ class TranslationPredictor(Predictor):
         return {"pairs": float(len(pairs)), "beam_size": float(self.beam_size), **scores}
 
 
-def load(path: str | Path, batch_size: int = 64) -> Predictor:
-    """The predictor for a checkpoint, whatever its task."""
+def load(path: str | Path, batch_size: int = 64, quantize: str | None = None) -> Predictor:
+    """The predictor for a checkpoint, whatever its task.
+
+    ``quantize="int8"``: int8 dynamic quantization of the recurrent and linear
+    layers for faster CPU prediction (see ``seqnlp.quantize``); the file is unchanged.
+    """
     system = System.load(path)
+    if quantize is not None:
+        from seqnlp.quantize import quantize as quantize_system
+
+        quantize_system(system, quantize)
     if isinstance(system, Tagger):
         return TaggingPredictor(system, batch_size)
     if isinstance(system, Classifier):
@@ -330,9 +397,9 @@ def read_inputs(path: str, fmt: InputFormat = "auto", jsonl_field: str = "text")
     """
     if fmt == "auto":
         fmt = "conll" if path.endswith(".conll") else "jsonl" if path.endswith(".jsonl") else "text"
-    if path == "-":
-        for line in sys.stdin:
-            yield line.rstrip("\r\n")
+    if path == "-":  # read as bytes: undecodable input is an error with its line
+        for _, line in decode_lines(sys.stdin.buffer, "<stdin>"):
+            yield line
         return
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such input file")
@@ -343,13 +410,27 @@ def read_inputs(path: str, fmt: InputFormat = "auto", jsonl_field: str = "text")
         for lineno, obj in iter_json_lines(path, keep_blank=True):
             if obj is None:
                 yield ""
-            elif isinstance(obj, dict) and jsonl_field in obj:
+            elif isinstance(obj, dict) and _is_input(obj.get(jsonl_field), jsonl_field):
                 yield obj[jsonl_field]
             else:
-                raise ValueError(f"{path}:{lineno}: expected an object with {jsonl_field!r}")
+                kind = "a string" + (" or a list of strings" if jsonl_field == "tokens" else "")
+                found = (
+                    f"{repr(obj)[:60]}, not an object" if not isinstance(obj, dict)
+                    else "no such field" if jsonl_field not in obj
+                    else repr(obj[jsonl_field])[:60]
+                )  # fmt: skip
+                raise ValueError(f"{path}:{lineno}: expected an object with {jsonl_field!r}: "
+                                 f"{kind}, found {found}")  # fmt: skip
     else:
         for _, line in iter_lines(path):
             yield line
+
+
+def _is_input(value: Any, field: str) -> bool:
+    """A JSON-lines prediction input: text, or for ``tokens`` a list of strings too."""
+    if isinstance(value, str):
+        return True
+    return field == "tokens" and isinstance(value, list) and all(isinstance(t, str) for t in value)
 
 
 @contextmanager
@@ -401,16 +482,187 @@ def predict_file(
     input_format: InputFormat = "auto",
     output_fmt: str = "auto",
     chunk_size: int = 10_000,
+    progress: bool = False,
 ) -> int:
-    """Stream ``input_path`` through the predictor in chunks; returns the records written."""
+    """Stream ``input_path`` through the predictor in chunks; returns the records written.
+
+    Memory holds one chunk of inputs and records at a time, whatever the file's size.
+    ``progress``: a progress line on standard error (records done, sentences/s; the
+    percentage too when the input is a text or JSON-lines file, counted first).
+    """
     fmt = output_format(predictor, output_path, output_fmt)
     count = 0
     items = read_inputs(input_path, input_format, predictor.jsonl_field)
-    with atomic_output(output_path) as out:
+    with atomic_output(output_path) as out, progress_bar(input_path, input_format, progress) as bar:
         for chunk in chunked(items, chunk_size):
-            for record in predictor.predict(chunk):
+            for record in predictor.predict(chunk, on_batch=bar.update):
                 out.write(predictor.format_record(record, fmt))
                 count += 1
+    return count
+
+
+def count_lines(path: str) -> int:
+    """Lines of a file as ``read_inputs`` sees them (a last line may lack its newline),
+    counted in blocks: constant memory."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+@contextmanager
+def progress_bar(
+    input_path: str, input_format: InputFormat = "auto", enabled: bool = True
+) -> Iterator[Any]:
+    """A tqdm line on standard error, ``update(n)`` per batch; a no-op when not enabled.
+
+    Text and JSON-lines files are counted first (one record per line) for a
+    percentage and time left; CoNLL files and standard input show the count alone.
+    """
+    from tqdm.auto import tqdm
+
+    conll = input_format == "conll" or (input_format == "auto" and input_path.endswith(".conll"))
+    countable = enabled and not conll and Path(input_path).is_file()
+    total = count_lines(input_path) if countable else None
+    unit = "sentences" if conll else "lines"
+    known = "{percentage:3.0f}% {n_fmt}/{total_fmt} " if total is not None else "{n_fmt} "
+    bar = tqdm(
+        total=total, disable=not enabled, file=sys.stderr, unit=" sentences",
+        desc="predict", mininterval=0.5 if sys.stderr.isatty() else 10.0, smoothing=0.1,
+        bar_format="{desc}: " + known + unit + " [{elapsed}"
+        + ("<{remaining}" if total is not None else "") + ", {rate_fmt}]",
+    )  # fmt: skip
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# -- several processes (seqnlp predict --devices N) ------------------------------------
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def on_every_rank(step: Callable[[], T]) -> T:
+    """``step()`` on this rank, then a check that it succeeded on every rank.
+
+    A rank whose step raised re-raises its error; the others raise a ValueError that
+    names that rank, so that no rank is left waiting in a later collective for one
+    that stopped. On one process this is ``step()``.
+    """
+    _, world = rank_and_world()
+    if world == 1:
+        return step()
+    failure: Exception | None = None
+    try:
+        result = step()
+    except Exception as err:
+        failure = err
+    reports: list[str | None] = [None] * world
+    dist.all_gather_object(reports, None if failure is None else _one_line(failure))
+    if failure is not None:
+        raise failure
+    for other, report in enumerate(reports):
+        if report is not None:
+            raise ValueError(f"stopped: rank {other} failed: {report}")
+    return result
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().split("\n")[0]
+    return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
+
+
+def _from_rank_zero(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (``obj`` itself on one process)."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def predict_on_every_rank(
+    predict: Callable[[Sequence[Any]], list[Record]], inputs: Sequence[Any]
+) -> list[Record]:
+    """All records of ``inputs`` in the input order, each input predicted once across
+    the ranks of the process group; every rank passes the same ``inputs`` and
+    receives every record.
+
+    Rank r predicts inputs r, r + world, r + 2 world, ... (a similar mix of lengths
+    on every rank). On one process this is ``predict(inputs)``.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return predict(inputs)
+    mine = on_every_rank(lambda: predict([inputs[i] for i in range(rank, len(inputs), world)]))
+    parts: list[list[Record]] = [[] for _ in range(world)]
+    dist.all_gather_object(parts, mine)
+    return [parts[i % world][i // world] for i in range(len(inputs))]
+
+
+PredictorT = TypeVar("PredictorT", bound=Predictor)
+
+
+def share_across_ranks(predictor: PredictorT) -> PredictorT:
+    """The predictor, its ``predict`` (and so ``evaluate``) shared by the ranks of the
+    process group: every rank passes the same inputs, predicts its share and receives
+    every record (``predict_on_every_rank``), so every rank computes the same scores."""
+    own = predictor.predict
+
+    def predict(inputs: Sequence[Any], on_batch: Callable[[int], object] | None = None) -> list:
+        return predict_on_every_rank(partial(own, on_batch=on_batch), inputs)
+
+    predictor.predict = predict  # type: ignore[method-assign]
+    return predictor
+
+
+def predict_file_on_every_rank(
+    predictor: Predictor,
+    input_path: str,
+    output_path: str,
+    input_format: InputFormat = "auto",
+    output_fmt: str = "auto",
+    chunk_size: int = 10_000,
+    progress: bool = False,
+) -> int:
+    """``predict_file`` shared by the ranks of a process group (``predict --devices N``).
+
+    Every rank calls it with the same arguments. Rank 0 reads the input chunk by
+    chunk and sends each chunk to every rank; each rank predicts its share of the
+    chunk (``predict_on_every_rank``) and rank 0 writes the records, in the input
+    order, to a temporary file renamed once complete. Only rank 0 reads the input
+    and writes the output (standard input and output work too), and memory holds one
+    chunk per rank. A failure on any rank stops every rank with an error. Returns
+    the records written; on one process this is ``predict_file``.
+    """
+    rank, world = rank_and_world()
+    fmt = output_format(predictor, output_path, output_fmt)
+    count = 0
+    with ExitStack() as stack:
+
+        def start() -> tuple[TextIO | None, Any, Iterator[list[Any]]]:
+            if rank != 0:
+                return None, None, iter(())
+            out = stack.enter_context(atomic_output(output_path))
+            bar = stack.enter_context(progress_bar(input_path, input_format, progress))
+            items = read_inputs(input_path, input_format, predictor.jsonl_field)
+            return out, bar, chunked(items, chunk_size)
+
+        out, bar, chunks = on_every_rank(start)
+        predict = partial(predictor.predict, on_batch=bar.update if bar is not None else None)
+        while (chunk := _from_rank_zero(on_every_rank(lambda: next(chunks, None)))) is not None:
+            records = predict_on_every_rank(predict, chunk)
+            if out is not None:
+                for record in records:
+                    out.write(predictor.format_record(record, fmt))
+                bar.update(len(chunk) - len(range(0, len(chunk), world)))  # the other ranks'
+            count += len(chunk)
     return count
 
 
@@ -421,5 +673,7 @@ __all__ = [
     "TranslationPredictor",
     "load",
     "predict_file",
+    "predict_file_on_every_rank",
+    "predict_on_every_rank",
     "read_inputs",
 ]

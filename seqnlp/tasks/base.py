@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,10 +58,23 @@ class System(pl.LightningModule):
     # -- shared loop hooks ---------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
-        if not torch.isfinite(loss):
+        # Every rank sees every rank's loss (one tiny all-gather a step under DDP), so all
+        # ranks stop together at a step where any loss is not finite, rather than the
+        # others waiting in the gradient all-reduce for a rank that stopped.
+        own = loss.detach().reshape(1)
+        parts = [own]
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [torch.empty_like(own) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, own)
+        losses = torch.cat(parts).tolist()  # one per rank
+        bad = [(rank, value) for rank, value in enumerate(losses) if not math.isfinite(value)]
+        if bad:
             # Stop before the optimiser step: the weights and the last checkpoint stay good.
+            rank, value = bad[0]
+            where = f" on rank {rank}" if len(losses) > 1 else ""
             raise ValueError(
-                f"training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"training loss is {value}{where} at step {self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}); lower the learning rate or "
                 f"clip gradients (trainer.gradient_clip_val)"
             )
