@@ -143,7 +143,11 @@ def test_streamed_vocabularies_equal_the_cached_ones(tiny_ner, tmp_path):
 def test_streamed_translation_pairs_respect_max_train_length(tmp_path):
     prefix = write_pairs(tmp_path / "pairs", 200, seed=4)
     data = TranslationDataModule(
-        train=str(prefix), vocab_size=60, max_train_length=4, streaming=True, batch_size=8,
+        train=str(prefix),
+        vocab_size=60,
+        max_train_length=4,
+        streaming=True,
+        batch_size=8,
         cache_dir=str(tmp_path / "hf"),
     )
     data.setup("fit")

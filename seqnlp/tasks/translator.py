@@ -154,8 +154,14 @@ class Translator(System):
             if isinstance(hidden, tuple)
             else hidden.index_select(1, index)
         )
+        rows = state.get("sentence", torch.arange(len(state["mask"]), device=index.device))
+        if torch.equal(rows.index_select(0, index), rows):
+            # Every row keeps its sentence (beam search reordering one sentence's beams):
+            # the encoder states are unchanged, and copying them at every step would cost
+            # (rows, src, keys) memory traffic per step (minutes and GBs on long sources).
+            return {**state, "hidden": picked}
         rest = {k: v.index_select(0, index) for k, v in state.items() if k != "hidden"}
-        return {**rest, "hidden": picked}
+        return {**rest, "hidden": picked, "sentence": rows.index_select(0, index)}
 
     def max_lengths(self, batch: TranslationBatch) -> torch.Tensor:
         h = self.hparams
