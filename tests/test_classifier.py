@@ -13,6 +13,8 @@ from seqnlp.data.classification import collate_classification
 from seqnlp.data.sources import resolve_named
 from seqnlp.data.text_readers import read_labelled_text
 from seqnlp.metrics import classification_scores
+from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.pooling import SequencePooling
 from seqnlp.predict import ClassificationPredictor, load
 from seqnlp.tasks import Classifier
 from seqnlp.tasks.base import System
@@ -175,3 +177,20 @@ def test_unseen_validation_label_is_reported(tmp_path):
                                     cache_dir=str(tmp_path / "hf"))  # fmt: skip
     with pytest.raises(ValueError, match=r"dev.txt: labels \['neutral'\] never occur"):
         data.setup("fit")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, True)])
+def test_last_pooling_from_final_states_equals_pooling_the_outputs(cell, layers, bidirectional):
+    # Classifier.logits takes `last` from the encoder's final states (no unpacking);
+    # it must equal SequencePooling("last") over the padded per-step outputs.
+    torch.manual_seed(0)
+    encoder = RNNEncoder(7, 5, cell=cell, num_layers=layers, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([4, 1, 6, 3])
+    inputs = torch.randn(4, 6, 7)
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        states, _ = encoder(inputs, lengths)
+        pooled = SequencePooling("last", encoder.output_size, bidirectional)(states, mask)
+        fast = encoder.last_states(inputs, lengths)
+    torch.testing.assert_close(fast, pooled)

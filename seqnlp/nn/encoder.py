@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 Cell = Literal["rnn", "lstm", "gru"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -93,9 +93,25 @@ class RNNEncoder(nn.Module):
             final: the last real state of each layer and direction,
                 (layers * directions, batch, hidden) (a pair for LSTM).
         """
+        out, final = self._run(inputs, lengths, initial)
+        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+        return outputs, final
+
+    def last_states(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
+    ) -> torch.Tensor:
+        """The top layer's final states, (batch, output_size): the forward direction's
+        state at the last real token, then the backward direction's at the first (both
+        directions' final states). Skips unpacking the per-step outputs."""
+        _, final = self._run(inputs, lengths, initial)
+        h = final[0] if isinstance(final, tuple) else final  # (layers * directions, batch, hidden)
+        directions = 2 if self.rnn.bidirectional else 1
+        return torch.cat(list(h[-directions:]), dim=-1)
+
+    def _run(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
+    ) -> tuple[PackedSequence, State]:
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         if initial is None:
             initial = self.learned_initial(inputs.size(0))
-        out, final = self.rnn(packed, initial)
-        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
-        return outputs, final
+        return self.rnn(packed, initial)

@@ -107,6 +107,8 @@ class Classifier(System):
             drop = torch.rand(token_ids.shape, device=token_ids.device) < self.hparams.word_dropout
             token_ids = token_ids.masked_fill(drop & batch.mask, self.vocab.tokenizer.unk_id)
         x = self.embedding_dropout(self.embedding(token_ids))  # (batch, time, embedding_dim)
+        if self.pooling.method == "last":  # the final states; the per-step outputs unneeded
+            return self.head(self.encoder.last_states(x, batch.lengths))  # (batch, classes)
         states, _ = self.encoder(x, batch.lengths)  # (batch, time, output_size)
         return self.head(self.pooling(states, batch.mask))  # (batch, classes)
 
