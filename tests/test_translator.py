@@ -70,8 +70,10 @@ def test_learns_a_word_for_word_language_and_round_trips(data, tmp_path):
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path, gradient_clip_val=1.0)  # fmt: skip
     trainer.fit(model, datamodule=data)
-    # the tiny language is learnt (91.8 when this bar was set; repeated words are the hard part)
-    assert trainer.callback_metrics["val/bleu"] > 80
+    # The tiny language is learnt (repeated words are the hard part). Final validation
+    # BLEU varies with the seed and with the float summation order: 77.1 / 95.1 / 85.1
+    # for seeds 0 / 1 / 2 when this bar was set; an untrained model scores under 5.
+    assert trainer.callback_metrics["val/bleu"] > 70
     ckpt = tmp_path / "mt.ckpt"
     trainer.save_checkpoint(ckpt)
     loaded = System.load(ckpt)
@@ -217,3 +219,22 @@ def test_evaluate_without_languages_says_what_to_give(mt_checkpoint, capsys):
         main(["evaluate", "--ckpt_path", str(mt_checkpoint), "--input", "multi30k:test"])
     assert exit_info.value.code == 2
     assert "give --src_lang and --tgt_lang" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_teacher_forcing_all_steps_at_once_equals_step_by_step(data, cell):
+    # Translator.logits computes the output layers once over all steps; decoding runs
+    # them a step at a time. Both must give the same scores (eval mode: no dropout).
+    torch.manual_seed(0)
+    model = Translator(data.vocab, embedding_dim=16, hidden_size=16, cell=cell).eval()
+    batch = _batch(data)
+    with torch.no_grad():
+        state = model.encode(batch)
+        fast = model.logits(batch, state=state)
+        hidden, steps = state["hidden"], []
+        for t in range(batch.tgt_in.size(1)):
+            logits, hidden, _ = model.decoder.step(
+                batch.tgt_in[:, t], hidden, state["keys"], state["projected"], state["mask"]
+            )
+            steps.append(logits)
+    torch.testing.assert_close(fast, torch.stack(steps, dim=1))

@@ -87,8 +87,56 @@ class AttentionDecoder(nn.Module):
         Returns logits (batch, vocab), the new state, attention weights (batch, src).
         """
         embedded = self.dropout(self.embedding(tokens))  # (batch, embedding_dim)
+        out, context, state, weights = self.recur(embedded, state, keys, projected_keys, src_mask)
+        return self.predict(out, context, embedded), state, weights
+
+    def recur(
+        self,
+        embedded: torch.Tensor,
+        state: State,
+        keys: torch.Tensor,
+        projected_keys: torch.Tensor,
+        src_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
+        """The recurrent part of a step: attend, then update the RNN.
+
+        embedded: (batch, embedding_dim) previous tokens, embedded (dropout applied).
+        Returns the top-layer output (batch, hidden), the context (batch,
+        encoder_size), the new state and the attention weights (batch, src).
+        """
         context, weights = self.attention(self.top(state), keys, src_mask, projected_keys)
         out, state = self.rnn(torch.cat([embedded, context], dim=-1).unsqueeze(1), state)
-        out = out.squeeze(1)  # (batch, hidden)
+        return out.squeeze(1), context, state, weights
+
+    def predict(
+        self, out: torch.Tensor, context: torch.Tensor, embedded: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (..., vocab) from ``recur``'s outputs: (..., hidden), (..., encoder_size)
+        and (..., embedding_dim), for one step or, stacked, for all steps at once."""
         pre = torch.tanh(self.pre_output(self.dropout(torch.cat([out, context, embedded], dim=-1))))
-        return self.output(self.dropout(pre)), state, weights
+        return self.output(self.dropout(pre))
+
+    def teacher_forced(
+        self,
+        tokens: torch.Tensor,
+        state: State,
+        keys: torch.Tensor,
+        projected_keys: torch.Tensor,
+        src_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits (batch, tgt, vocab) for the given previous tokens (batch, tgt).
+
+        Only attention and the RNN run step by step; the embeddings before the loop,
+        and the pre-output and output layers (most of the decoder's arithmetic: the
+        output layer is ``hidden x vocab``) after it, in one matrix product over all
+        steps rather than one small product per step.
+        """
+        embedded = self.dropout(self.embedding(tokens))  # (batch, tgt, embedding_dim)
+        outs, contexts = [], []
+        for t in range(tokens.size(1)):
+            out, context, state, _ = self.recur(
+                embedded[:, t], state, keys, projected_keys, src_mask
+            )
+            outs.append(out)
+            contexts.append(context)
+        return self.predict(torch.stack(outs, dim=1), torch.stack(contexts, dim=1), embedded)

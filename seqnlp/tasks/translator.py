@@ -117,6 +117,10 @@ class Translator(System):
         ``state``: ``encode(batch)`` when the caller has it already."""
         assert batch.tgt_in is not None
         state = self.encode(batch) if state is None else state
+        if sampling == 0:  # teacher forcing: output layers once over all steps
+            return self.decoder.teacher_forced(
+                batch.tgt_in, state["hidden"], state["keys"], state["projected"], state["mask"]
+            )
         hidden, outputs = state["hidden"], []
         prev = batch.tgt_in[:, 0]
         for t in range(batch.tgt_in.size(1)):
