@@ -101,7 +101,13 @@ class Vocab(StateEquality):
         return self.stoi[self.unk]
 
     def encode(self, symbols: Iterable[str]) -> list[int]:
-        return [self.index(s) for s in symbols]
+        """``index`` of each symbol (one dictionary lookup each: this is on the
+        prediction path of every word-level model)."""
+        stoi = self.stoi
+        if self.unk is None:
+            return [stoi[s] for s in symbols]  # KeyError(symbol), as ``index``
+        unk = stoi[self.unk]
+        return [stoi.get(s, unk) for s in symbols]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.itos[i] for i in ids]

@@ -39,7 +39,8 @@ def test_vocab_round_trip_and_specials(pairs, tmp_path, joint):
         vocab_size=60, cache_dir=str(tmp_path / "hf"),
     )  # fmt: skip
     vocab = data.vocab
-    assert (vocab.source is vocab.target) == joint
+    # joint: the target side is the shared model's pieces that the targets use
+    assert (getattr(vocab.target, "base", None) is vocab.source) == joint
     ids = vocab.encode_source("der hund läuft")
     assert ids[-1] == vocab.source.eos_id and vocab.source.bos_id not in ids
     assert vocab.decode_target(vocab.encode_target("the red house")) == "the red house"
@@ -95,3 +96,32 @@ def test_token_budget_reaches_the_sampler(pairs, tmp_path):
     lengths = data.example_lengths("train")
     for batch in data.train_dataloader().batch_sampler:
         assert len(batch) * max(lengths[i] for i in batch) <= 60 or len(batch) == 1
+
+
+def test_joint_target_side_keeps_only_the_pieces_targets_use(pairs, tmp_path):
+    def vocab(target_pieces):
+        return TranslationDataModule(
+            train=str(pairs["train"]), vocab_size=60, target_pieces=target_pieces,
+            cache_dir=str(tmp_path / "hf"),
+        ).vocab  # fmt: skip
+
+    used, full = vocab("used"), vocab("all")
+    assert used.source.state_dict() == full.source.state_dict() and full.target is full.source
+    assert 4 < len(used.target) < len(full.target)  # no German-only pieces
+    targets = pairs["train"].with_suffix(".en").read_text(encoding="utf-8").splitlines()
+    for text in targets[:50]:
+        ids = used.encode_target(text)
+        assert all(0 <= i < len(used.target) for i in ids) and used.target.unk_id not in ids
+        assert used.decode_target(ids) == full.decode_target(full.encode_target(text)) == text
+        assert [used.target.id_to_piece(i) for i in ids] == [
+            full.target.id_to_piece(i) for i in full.encode_target(text)
+        ]
+    assert used.target.unk_id in used.encode_target("hund")  # a German-only word
+    assert (used.target.pad_id, used.target.bos_id, used.target.eos_id) == (0, 2, 3)
+    again = TranslationVocab.from_state(used.state_dict())
+    assert again == used and again.encode_target("the red house") == used.encode_target(
+        "the red house"
+    )
+    # a checkpoint written before target pieces existed loads with the full model
+    old = {k: v for k, v in full.state_dict().items() if k != "target_pieces"}
+    assert TranslationVocab.from_state(old) == full

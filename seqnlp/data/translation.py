@@ -21,15 +21,69 @@ log = logging.getLogger(__name__)
 ParallelFormat = Literal["auto", "files", "tsv", "jsonl"]
 
 
+class TargetPieces(StateEquality):
+    """The pieces of a (joint) SentencePiece model that the target side uses, as a
+    tokenizer with ids of its own: ``0 .. len - 1``, the four specials first.
+
+    A joint model's pieces include every source-only piece; an output layer over
+    them all spends most of a translator's arithmetic on pieces the target text
+    never holds (Multi30k de-en, joint 8k: 8,000 against 3,9xx used in English).
+    JoeyNMT builds its target vocabulary the same way. A target piece unseen in
+    training encodes as ``<unk>``.
+    """
+
+    def __init__(self, base: SentencePieceTokenizer, kept: Sequence[int]) -> None:
+        kept = sorted(set(kept) | set(range(4)))
+        if base.bos_id != 2 or base.eos_id != 3:
+            raise ValueError("target pieces need a model with <s> = 2 and </s> = 3")
+        self.base = base
+        self.kept = kept
+        self.local = {piece: i for i, piece in enumerate(kept)}
+        self.lowercase = base.lowercase
+
+    @classmethod
+    def fit(cls, base: SentencePieceTokenizer, texts: Iterable[str]) -> TargetPieces:
+        used: set[int] = set()
+        for text in texts:
+            used.update(base.encode(text))
+        return cls(base, sorted(used))
+
+    pad_id = 0
+    unk_id = 1
+    bos_id = 2
+    eos_id = 3
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.local.get(i, self.unk_id) for i in self.base.encode(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.base.decode([self.kept[i] for i in ids])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.base.id_to_piece(self.kept[i])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base.state_dict(), "kept": list(self.kept)}
+
+
 class TranslationVocab(StateEquality):
     """Source and target SentencePiece models (one shared model when ``joint``).
 
     Stored in every translator checkpoint. Source ids end with ``</s>``; target
-    ids carry no ``<s>``/``</s>``, which batching adds.
+    ids carry no ``<s>``/``</s>``, which batching adds. With a joint model and
+    ``target_pieces``, the target side keeps only the pieces its training text
+    uses (``TargetPieces``), so the decoder's embedding and output layer are that
+    much smaller.
     """
 
     def __init__(
-        self, source: SentencePieceTokenizer, target: SentencePieceTokenizer, joint: bool
+        self,
+        source: SentencePieceTokenizer,
+        target: SentencePieceTokenizer | TargetPieces,
+        joint: bool,
     ) -> None:
         if target.bos_id < 0 or target.eos_id < 0 or source.eos_id < 0:
             raise ValueError("translation tokenizers need <s> and </s> ids (bos_eos=True)")
@@ -41,16 +95,19 @@ class TranslationVocab(StateEquality):
     def fit(
         cls, sources: Iterable[str], targets: Iterable[str], joint: bool = True,
         vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0,
-        max_sentences: int | None = None,
+        max_sentences: int | None = None, target_pieces: bool = False,
     ) -> TranslationVocab:  # fmt: skip
         """Train SentencePiece on the training text: one model on both sides, or one each
-        (on a sample of ``max_sentences`` lines a model, when given)."""
+        (on a sample of ``max_sentences`` lines a model, when given). ``target_pieces``
+        (joint only): restrict the target side to the pieces its text uses (one more
+        pass over the targets)."""
         fit = partial(SentencePieceTokenizer.fit, vocab_size=vocab_size, model_type=model_type,
                       character_coverage=character_coverage, bos_eos=True,
                       max_sentences=max_sentences)  # fmt: skip
         if joint:
             shared = fit(itertools.chain(sources, targets))
-            return cls(shared, shared, joint=True)
+            target = TargetPieces.fit(shared, targets) if target_pieces else shared
+            return cls(shared, target, joint=True)
         return cls(fit(sources), fit(targets), joint=False)
 
     def encode_source(self, text: str) -> list[int]:
@@ -64,16 +121,23 @@ class TranslationVocab(StateEquality):
         return self.target.decode(ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "source": self.source.state_dict(),
             "target": None if self.joint else self.target.state_dict(),
             "joint": self.joint,
         }
+        if isinstance(self.target, TargetPieces):
+            state["target_pieces"] = list(self.target.kept)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TranslationVocab:
         source = SentencePieceTokenizer.from_state(state["source"])
-        target = source if state["joint"] else SentencePieceTokenizer.from_state(state["target"])
+        target: SentencePieceTokenizer | TargetPieces = (
+            source if state["joint"] else SentencePieceTokenizer.from_state(state["target"])
+        )
+        if state.get("target_pieces") is not None:  # absent in checkpoints before it existed
+            target = TargetPieces(source, state["target_pieces"])
         return cls(source, target, state["joint"])
 
 
@@ -142,6 +206,9 @@ class TranslationDataModule(SeqDataModule):
         source_field, target_field: JSONL field names (and hub columns when the hub
             dataset has no ``translation`` column).
         joint_vocab: one SentencePiece model for both languages, or one each.
+        target_pieces: with a joint model, ``used``: the target side (decoder
+            embedding and output layer) keeps only the pieces the training targets
+            use, as JoeyNMT does; ``all``: every piece of the joint model.
         vocab_size, sp_model_type, character_coverage: SentencePiece settings.
         max_train_length: drop training pairs with more source or target pieces
             than this (the count is logged); null keeps all.
@@ -163,6 +230,7 @@ class TranslationDataModule(SeqDataModule):
         source_field: str = "source",
         target_field: str = "target",
         joint_vocab: bool = True,
+        target_pieces: Literal["used", "all"] = "used",
         vocab_size: int = 8000,
         sp_model_type: Literal["unigram", "bpe"] = "unigram",
         character_coverage: float = 1.0,
@@ -221,7 +289,7 @@ class TranslationDataModule(SeqDataModule):
         h = self.hparams
         vocab = TranslationVocab.fit(
             train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
-            h.character_coverage, self.sentencepiece_sample,
+            h.character_coverage, self.sentencepiece_sample, h.target_pieces == "used",
         )  # fmt: skip
         log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else "separate",
                  len(vocab.source), len(vocab.target))  # fmt: skip
