@@ -179,7 +179,11 @@ def test_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
                  "--trainer.callbacks+=nanrank.NanOnRankOne"], tmp_path, timeout=120)  # fmt: skip
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("seqnlp: error:")]
-    assert len(errors) == 2, proc.stderr[-3000:]  # one line from each rank
+    # Both ranks raise the same error at the same step. Whether rank 0 prints its line
+    # before Lightning's launcher ends it on seeing rank 1's process exit is a race, so
+    # one line or two; never gloo's "connection closed" from a rank left waiting.
+    assert 1 <= len(errors) <= 2, proc.stderr[-3000:]
     for line in errors:
         assert "training loss is nan on rank 1 at step 2" in line, line
+    assert "Connection closed by peer" not in proc.stderr, proc.stderr[-3000:]
     assert time.monotonic() - start < 120
