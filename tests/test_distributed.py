@@ -100,31 +100,30 @@ def mt_run(tmp_path_factory) -> dict[str, Any]:
     return {"cwd": cwd, "data": data, "run_root": run_root, "ckpt": ckpt}
 
 
-def test_two_process_fit_and_validation_equal_one_process(ner_run):
-    run_root, data, cwd = ner_run["run_root"], ner_run["data"], ner_run["cwd"]
-    assert float(_last_metrics(run_root, 0, "val/f1")["val/f1"]) > 0  # trained across 2 ranks
+def _validate_on_one_and_two(run: dict, recipe: str, metric: str) -> tuple[dict, dict]:
+    """Validate the run's checkpoint with 1 process and with 2: their last metrics rows."""
+    run_root, data, cwd, ckpt = run["run_root"], run["data"], run["cwd"], str(run["ckpt"])
+    _seqnlp(["validate", recipe, *data, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+             "--ckpt_path", ckpt], cwd)  # fmt: skip
+    _seqnlp(["validate", recipe, DDP, *data, *TWO, "--ckpt_path", ckpt], cwd)
+    return _last_metrics(run_root, 1, metric), _last_metrics(run_root, 2, metric)
 
+
+def test_two_process_fit_and_validation_equal_one_process(ner_run):
+    assert float(_last_metrics(ner_run["run_root"], 0, "val/f1")["val/f1"]) > 0  # on 2 ranks
     # One checkpoint validated by 1 process and by 2: identical corpus-level numbers,
     # although the 30 sentences are split across ranks (with repeated padding batches).
-    ckpt = str(ner_run["ckpt"])
-    _seqnlp(["validate", NER, *data, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-             "--ckpt_path", ckpt], cwd)  # fmt: skip
-    _seqnlp(["validate", NER, DDP, *data, *TWO, "--ckpt_path", ckpt], cwd)
-    one, both = _last_metrics(run_root, 1, "val/f1"), _last_metrics(run_root, 2, "val/f1")
+    one, both = _validate_on_one_and_two(ner_run, NER, "val/f1")
     for key in ("val/f1", "val/precision", "val/recall", "val/f1_PER", "val/support_PER"):
         assert float(one[key]) == pytest.approx(float(both[key]), abs=1e-6), key
 
 
 def test_two_process_translator_fit_and_validation_equal_one_process(mt_run):
-    run_root, data, cwd = mt_run["run_root"], mt_run["data"], mt_run["cwd"]
+    run_root, cwd, ckpt = mt_run["run_root"], mt_run["cwd"], str(mt_run["ckpt"])
     assert float(_last_metrics(run_root, 0, "val/bleu")["val/bleu"]) > 0  # learnt on 2 ranks
 
     # 25 pairs in 7 batches of 4: each rank translates 4 batches, one of them twice.
-    ckpt = str(mt_run["ckpt"])
-    _seqnlp(["validate", MT, *data, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-             "--ckpt_path", ckpt], cwd)  # fmt: skip
-    _seqnlp(["validate", MT, DDP, *data, *TWO, "--ckpt_path", ckpt], cwd)
-    one, both = _last_metrics(run_root, 1, "val/bleu"), _last_metrics(run_root, 2, "val/bleu")
+    one, both = _validate_on_one_and_two(mt_run, MT, "val/bleu")
     for key in ("val/bleu", "val/chrf"):
         assert float(one[key]) == pytest.approx(float(both[key]), abs=1e-6), key
 
