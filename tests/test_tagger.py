@@ -215,3 +215,20 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_
     assert torch.load(last, weights_only=True)["global_step"] == 15  # written after epoch 0
     loaded = System.load(last)
     assert all(torch.isfinite(p).all() for p in loaded.parameters())
+
+
+@pytest.mark.parametrize("char_encoder", ["lstm", "cnn"])
+def test_prediction_encodes_each_distinct_word_once_with_the_same_features(tiny_ner, char_encoder):
+    # Out of training, Tagger.word_char_features encodes the batch's distinct words once
+    # and gathers; it must equal encoding every occurrence.
+    torch.manual_seed(0)
+    vocab = _vocab(tiny_ner["train"])
+    model = Tagger(vocab, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
+                   hidden_size=8).eval()  # fmt: skip
+    batch = _batch(vocab, tiny_ner["validation"], n=16)
+    with torch.no_grad():
+        every = model.char_features(batch.char_ids)
+        distinct = model.word_char_features(batch.char_ids)
+    words = batch.char_ids.view(-1, batch.char_ids.size(-1))
+    assert len(torch.unique(words, dim=0)) < len(words)  # the batch repeats words
+    torch.testing.assert_close(distinct, every)

@@ -86,11 +86,24 @@ class Tagger(System):
             word_ids = word_ids.masked_fill(drop & batch.mask, self.vocab.words.unk_id)
         x = self.word_embedding(word_ids)  # (batch, time, word_dim)
         if self.char_features is not None:
-            x = torch.cat(
-                [x, self.char_features(batch.char_ids)], dim=-1
-            )  # (batch, time, features)
+            x = torch.cat([x, self.word_char_features(batch.char_ids)], dim=-1)
         h, _ = self.encoder(self.dropout(x), batch.lengths)  # (batch, time, 2 * hidden)
         return self.emission(self.dropout(h))  # (batch, time, tags)
+
+    def word_char_features(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """Character features (batch, time, features) of char ids (batch, time, chars).
+
+        Out of training, each distinct word of the batch is encoded once and its
+        features gathered back: a batch repeats its frequent words (and padding)
+        many times, and a word's features depend on its characters alone. In
+        training every occurrence is encoded, each with its own dropout."""
+        assert self.char_features is not None
+        if self.training:
+            return self.char_features(char_ids)
+        batch, time, chars = char_ids.shape
+        distinct, inverse = torch.unique(char_ids.view(-1, chars), dim=0, return_inverse=True)
+        features = self.char_features(distinct.unsqueeze(0))[0]  # (distinct, features)
+        return features[inverse].view(batch, time, -1)
 
     def loss(self, emissions: torch.Tensor, batch: TaggingBatch) -> torch.Tensor:
         assert batch.tags is not None
