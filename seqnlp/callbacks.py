@@ -13,11 +13,12 @@ from pytorch_lightning.trainer.states import TrainerFn
 class LastCheckpoint(Checkpoint):
     """Keep ``last.ckpt`` the newest state of a fit, for ``--ckpt_path last``.
 
-    Saved every ``every_n_train_steps`` optimiser steps (0: never mid-epoch), after
-    every validation and when training ends, so a killed run loses at most that many
-    steps. Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only
-    when it also saves a top-k checkpoint (when the monitored metric improved), so
-    its ``last`` can be epochs old; this one is always the latest. A ``Checkpoint``
+    Saved every ``every_n_train_steps`` optimiser steps (0: never mid-epoch), at the
+    end of every training epoch (after its validation) and when training ends, so a
+    killed run loses at most that many steps. Lightning's
+    ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it also saves
+    a top-k checkpoint (when the monitored metric improved), so its ``last`` can be
+    epochs old; this one is always the latest. A ``Checkpoint``
     subclass, so Lightning runs it after the other callbacks (early stopping's state
     is then current) and, like ``ModelCheckpoint``, in the logger's version folder:
     ``SAVE_DIR/NAME/VERSION/checkpoints/last.ckpt``. Writes are atomic
@@ -63,7 +64,11 @@ class LastCheckpoint(Checkpoint):
         if n and trainer.global_step % n == 0:
             self._save(trainer)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # At the epoch's end, after its validation and after early stopping's check (a
+        # Checkpoint runs last): where ModelCheckpoint saves, the state that Lightning
+        # resumes from as a finished epoch. (Saved at validation end instead, a resumed
+        # run would replay the epoch's end without its validation metrics.)
         self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

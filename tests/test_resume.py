@@ -95,6 +95,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_ner, tmp_path):
     adam, adam_resumed = (c["optimizer_states"][0]["state"] for c in (end, end_resumed))
     for key, value in adam.items():
         assert torch.equal(value["exp_avg_sq"], adam_resumed[key]["exp_avg_sq"]), key
+    # A finished run's last.ckpt resumes too, to a larger max_epochs: the next epoch
+    # runs whole (no replay of the finished one's end, which would lack its metrics).
+    more = _fit(broken, [*data(broken), "--ckpt_path", "last", "--trainer.max_epochs", "4"])
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert _load(run_root / "tb" / "version_2" / "checkpoints" / "last.ckpt")["global_step"] == 120
+    assert len(_val_rows(run_root)) == 4
+
     stops = [k for k in end["callbacks"] if k.startswith("EarlyStopping")]
     assert stops
     for key in stops:
