@@ -8,15 +8,18 @@ from typing import Any
 import torch.distributed as dist
 from seqeval.metrics import classification_report
 
+from seqnlp.distributed import rank_and_world
+
 
 def gather_lists(items: list[Any]) -> list[Any]:
     """Concatenate a per-rank list over all ranks (identity on one process).
 
     Every rank receives the whole list, in rank order.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    _, world = rank_and_world()
+    if world == 1:
         return items
-    parts: list[list[Any] | None] = [None] * dist.get_world_size()
+    parts: list[list[Any] | None] = [None] * world
     dist.all_gather_object(parts, items)
     return [x for part in parts for x in (part or [])]
 

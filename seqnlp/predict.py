@@ -36,6 +36,7 @@ from seqnlp.data.tagging import TaggingBatch, collate_tagging
 from seqnlp.data.tagschemes import spans
 from seqnlp.data.text_readers import read_labelled_text
 from seqnlp.data.translation import collate_translation
+from seqnlp.distributed import rank_and_world
 from seqnlp.metrics import classification_scores, entity_scores
 from seqnlp.tasks.base import System
 from seqnlp.tasks.classifier import Classifier
@@ -541,13 +542,6 @@ def progress_bar(
 
 
 # -- several processes (seqnlp predict --devices N) ------------------------------------
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def on_every_rank(step: Callable[[], T]) -> T:
     """``step()`` on this rank, then a check that it succeeded on every rank.
 

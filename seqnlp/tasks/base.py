@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
+from seqnlp.distributed import rank_and_world
 from seqnlp.metrics import gather_unique
 from seqnlp.tasks import rng
 
@@ -63,10 +64,10 @@ class System(pl.LightningModule):
         # others waiting in the gradient all-reduce for a rank that stopped.
         own = loss.detach().reshape(1)
         parts = [own]
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts = [torch.empty_like(own) for _ in range(dist.get_world_size())]
-            dist.all_gather(parts, own)
+        _, world = rank_and_world()
+        if world > 1:
+            parts = [torch.empty_like(own) for _ in range(world)]
+            torch.distributed.all_gather(parts, own)
         losses = torch.cat(parts).tolist()  # one per rank
         bad = [(rank, value) for rank, value in enumerate(losses) if not math.isfinite(value)]
         if bad:

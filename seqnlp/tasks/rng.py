@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from seqnlp.distributed import rank_and_world
+
 log = logging.getLogger(__name__)
 
 
@@ -40,16 +42,10 @@ def restore(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
 def capture_all_ranks() -> list[dict[str, Any]]:
     """Every rank's state, rank order (a collective call under data parallelism:
     Lightning builds a checkpoint on every rank, so every rank takes part)."""
-    world, _ = _world()
+    _, world = rank_and_world()
     mine = capture()
     if world == 1:
         return [mine]
@@ -60,7 +56,7 @@ def capture_all_ranks() -> list[dict[str, Any]]:
 
 def restore_own_rank(states: list[dict[str, Any]]) -> None:
     """Restore this rank's entry of ``capture_all_ranks()``'s list."""
-    world, rank = _world()
+    rank, world = rank_and_world()
     if len(states) != world:
         log.warning(
             "the checkpoint holds the random state of %d rank(s), this run has %d: dropout "
