@@ -63,7 +63,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.max_tokens = max_tokens
         self.epoch = 0
-        self._resume: tuple[int, int] | None = None
+        self._skip = 0
         # Lightning calls ``set_epoch`` on a loader's ``sampler`` and on its
         # ``batch_sampler.sampler`` (torch's BatchSampler wraps a sampler), never on the
         # batch sampler itself: without this the order would be the same every epoch.
@@ -72,11 +72,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def resume(self, epoch: int, batches_done: int) -> None:
-        """Continue an interrupted epoch: the next iteration, if it is of ``epoch``,
-        skips the ``batches_done`` batches this rank had already taken."""
-        self.epoch = epoch
-        self._resume = (epoch, batches_done)
+    def skip_next(self, batches: int) -> None:
+        """Continue an interrupted epoch: the next iteration leaves out its first
+        ``batches`` batches (those this rank had already taken)."""
+        self._skip = batches
 
     def _all_batches(self) -> list[list[int]]:
         n = len(self.lengths)
@@ -117,10 +116,8 @@ class BucketBatchSampler(Sampler[list[int]]):
             filler = total - len(batches)
             batches = batches + (batches * math.ceil(filler / len(batches)))[:filler]
             batches = batches[self.rank :: self.num_replicas]
-        resume, self._resume = self._resume, None
-        if resume is not None and resume[0] == self.epoch:
-            batches = batches[resume[1] :]
-        return iter(batches)
+        skip, self._skip = self._skip, 0
+        return iter(batches[skip:])
 
     def __len__(self) -> int:
         n = len(self._all_batches()) if self.drop_last or self.max_tokens else self._count()

@@ -26,6 +26,8 @@ import datasets
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from seqnlp.data.resumable import MidEpochState
+
 
 class RecordStream:
     """Re-iterable records of a streamed split, with column access for vocabulary
@@ -88,7 +90,6 @@ class StreamingBatches(IterableDataset):
             raise ValueError("the streamed training split holds no examples")
         self.records = records
         self.encode, self.keep = encode, keep
-        self.kept = kept
         self.length_of = length_of
         self.collate = collate
         self.batch_size, self.pool_factor = batch_size, pool_factor
@@ -96,15 +97,12 @@ class StreamingBatches(IterableDataset):
         self.num_replicas, self.rank = num_replicas, rank
         self.num_workers = max(num_workers, 1)
         self.epoch = 0
+        shards = num_replicas * self.num_workers
+        #: the longest stream's kept examples; every stream is topped up to this.
+        self.examples_per_stream = max(sum(kept[s::shards]) for s in range(shards))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    @property
-    def examples_per_stream(self) -> int:
-        """The longest stream's kept examples; every stream is topped up to this."""
-        shards = self.num_replicas * self.num_workers
-        return max(sum(self.kept[s::shards]) for s in range(shards))
 
     def __len__(self) -> int:
         """Batches this rank takes in an epoch (all workers together)."""
@@ -169,11 +167,12 @@ def _encoded(
     return records.map(encode, batched=True, remove_columns=raw_columns)
 
 
-class StreamingDataLoader(DataLoader):
+class StreamingDataLoader(MidEpochState, DataLoader):
     """The DataLoader of ``StreamingBatches``: one batch per item, the epoch taken
     from the trainer when an epoch's first batch is asked for (Lightning's
-    ``set_epoch`` does not reach an iterable dataset), and a mid-epoch state like
-    ``ResumableDataLoader``'s: resuming skips the batches already taken.
+    ``set_epoch`` does not reach an iterable dataset), and the mid-epoch state of
+    ``ResumableDataLoader``: resuming reads the stream again and drops the batches
+    already taken (a stream cannot be entered in its middle).
     """
 
     dataset: StreamingBatches
@@ -183,23 +182,12 @@ class StreamingDataLoader(DataLoader):
     ) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers)
         self.epoch_of = epoch_of
-        self._epoch = 0
-        self._delivered = 0
-        self._resume: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        self._epoch = self.epoch_of()
-        self.dataset.set_epoch(self._epoch)  # before the workers take their copies
-        resume, self._resume = self._resume, None
-        skip = resume[1] if resume is not None and resume[0] == self._epoch else 0
-        self._delivered = 0
-        for batch in super().__iter__():
-            self._delivered += 1
-            if self._delivered > skip:
+        epoch = self.epoch_of()
+        self.dataset.set_epoch(epoch)  # before the workers take their copies
+        skip = self._begin_epoch(epoch)
+        for taken, batch in enumerate(super().__iter__()):
+            if taken >= skip:
+                self._delivered += 1
                 yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batches_done": self._delivered}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = (int(state["epoch"]), int(state["batches_done"]))
