@@ -253,9 +253,13 @@ class SeqDataModule(pl.LightningDataModule):
         """The length by which examples are bucketed (tokens of ``length_column``)."""
         return [len(x) for x in self.datasets[split][self.length_column]]
 
-    def _sampler(self, split: str, batch_size: int, shuffle: bool) -> BucketBatchSampler:
+    def _world_and_rank(self) -> tuple[int, int]:
+        """The trainer's data-parallel world size and this process's rank (1, 0 alone)."""
         trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+
+    def _sampler(self, split: str, batch_size: int, shuffle: bool) -> BucketBatchSampler:
+        world, rank = self._world_and_rank()
         lengths = self.example_lengths(split)
         return BucketBatchSampler(
             lengths,
@@ -294,8 +298,7 @@ class SeqDataModule(pl.LightningDataModule):
         if self._train_kept is None:
             self.setup("fit")
         assert self._train_kept is not None
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        world, rank = self._world_and_rank()
         batches = StreamingBatches(
             self.stream("train"), self.encoder(), self.train_filter(), self._train_kept,
             self.example_length, self.collate, self.batch_size, self.pool_factor,

@@ -39,7 +39,6 @@ class TargetPieces(StateEquality):
         self.base = base
         self.kept = kept
         self.local = {piece: i for i, piece in enumerate(kept)}
-        self.lowercase = base.lowercase
 
     @classmethod
     def fit(cls, base: SentencePieceTokenizer, texts: Iterable[str]) -> TargetPieces:
