@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from seqnlp.nn.padded_rnn import prefers_padded, run_padded
 from seqnlp.tokenization import Vocab
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,13 @@ class CharLSTM(nn.Module):
         out = flat.new_zeros((batch * time, self.output_size), dtype=self.embedding.weight.dtype)
         if real.any():
             x = self.embedding(flat[real])  # (real_words, chars, char_dim)
-            packed = pack_padded_sequence(
-                x, lengths[real].cpu(), batch_first=True, enforce_sorted=False
-            )
-            _, (h, _) = self.lstm(packed)  # h: (2, real_words, hidden)
+            if prefers_padded(self.lstm, x):  # oneDNN's fused LSTM on CPU
+                _, h = run_padded(self.lstm, x, lengths[real])  # h: (2, real_words, hidden)
+            else:
+                packed = pack_padded_sequence(
+                    x, lengths[real].cpu(), batch_first=True, enforce_sorted=False
+                )
+                _, (h, _) = self.lstm(packed)
             out[real] = torch.cat([h[0], h[1]], dim=-1).to(out.dtype)
         return out.view(batch, time, -1)
 

@@ -1,4 +1,4 @@
-"""The recurrent encoder shared by every task: RNN, LSTM or GRU over packed sequences."""
+"""The recurrent encoder shared by every task: RNN, LSTM or GRU over padded batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqnlp.nn.padded_rnn import prefers_padded, run_padded
 
 Cell = Literal["rnn", "lstm", "gru"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -17,8 +19,10 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 class RNNEncoder(nn.Module):
     """Stacked, optionally bidirectional recurrent encoder over padded batches.
 
-    Sequences are packed, so padding never enters the recurrence (and cuDNN's
-    fused kernels run on GPU).
+    Padding never enters the recurrence. On CPU the padded batch is run one layer
+    and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
+    for all steps); on GPU, and int8-quantized, it is packed (cuDNN's kernels). Both
+    give the same results.
 
     Args:
         input_size: features per time step.
@@ -90,28 +94,24 @@ class RNNEncoder(nn.Module):
 
         Returns:
             outputs: (batch, time, output_size), zeros at padded positions.
-            final: the last real state of each layer and direction,
-                (layers * directions, batch, hidden) (a pair for LSTM).
+            final: the hidden state after the last real step of each layer and
+                direction, (layers * directions, batch, hidden) (for LSTM the
+                hidden state, not the cell state).
         """
-        out, final = self._run(inputs, lengths, initial)
+        if initial is None:
+            initial = self.learned_initial(inputs.size(0))
+        if prefers_padded(self.rnn, inputs):
+            return run_padded(self.rnn, inputs, lengths, initial)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
-        return outputs, final
+        return outputs, final[0] if isinstance(final, tuple) else final
 
     def last_states(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
     ) -> torch.Tensor:
         """The top layer's final states, (batch, output_size): the forward direction's
-        state at the last real token, then the backward direction's at the first (both
-        directions' final states). Skips unpacking the per-step outputs."""
-        _, final = self._run(inputs, lengths, initial)
-        h = final[0] if isinstance(final, tuple) else final  # (layers * directions, batch, hidden)
+        state at the last real token, then the backward direction's at the first."""
+        _, final = self(inputs, lengths, initial)  # (layers * directions, batch, hidden)
         directions = 2 if self.rnn.bidirectional else 1
-        return torch.cat(list(h[-directions:]), dim=-1)
-
-    def _run(
-        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
-    ) -> tuple[PackedSequence, State]:
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        if initial is None:
-            initial = self.learned_initial(inputs.size(0))
-        return self.rnn(packed, initial)
+        return torch.cat(list(final[-directions:]), dim=-1)

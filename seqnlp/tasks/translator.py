@@ -92,8 +92,8 @@ class Translator(System):
     def encode(self, batch: TranslationBatch) -> dict[str, Any]:
         """Encoder states and the decoder's initial state, as a search state."""
         x = self.dropout(self.src_embedding(batch.src_ids))  # (batch, src, embedding_dim)
-        keys, final = self.encoder(x, batch.src_lengths)  # (batch, src, 2 * hidden)
-        h = final[0] if isinstance(final, tuple) else final  # (layers * 2, batch, hidden)
+        # keys: (batch, src, 2 * hidden); h: (layers * 2, batch, hidden)
+        keys, h = self.encoder(x, batch.src_lengths)
         summary = torch.cat([h[-2], h[-1]], dim=-1)  # last layer, both directions
         return {
             "hidden": self.decoder.initial_state(summary),
