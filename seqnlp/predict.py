@@ -127,6 +127,7 @@ class TaggingPredictor(Predictor):
     system: Tagger
     jsonl_field = "tokens"
     text_formats = ("conll",)
+    token_cache_size = 200_000
 
     def __init__(
         self, system: Tagger, batch_size: int = 64, confidence: bool = True, n_best: int = 1
@@ -138,6 +139,19 @@ class TaggingPredictor(Predictor):
             raise ValueError("n-best paths need the CRF head (this tagger has a softmax head)")
         self.confidence = confidence
         self.n_best = n_best
+        # token -> (word id, char ids): text repeats its words (Zipf), so each distinct
+        # token is encoded once; at most ``token_cache_size``, cleared when full.
+        self._encoded: dict[str, tuple[int, list[int]]] = {}
+
+    def encode_token(self, token: str) -> tuple[int, list[int]]:
+        """The word id and character ids of ``token`` (cached; do not modify the list)."""
+        hit = self._encoded.get(token)
+        if hit is None:
+            if len(self._encoded) >= self.token_cache_size:
+                self._encoded.clear()
+            word_ids, char_ids = self.system.vocab.encode_tokens([token])
+            hit = self._encoded[token] = (word_ids[0], char_ids[0])
+        return hit
 
     @staticmethod
     def tokens_of(item: str | Sequence[str]) -> list[str]:
@@ -156,8 +170,8 @@ class TaggingPredictor(Predictor):
         vocab = self.system.vocab
         encoded = []
         for i in real:
-            word_ids, char_ids = vocab.encode_tokens(sentences[i])
-            encoded.append({"word_ids": word_ids, "char_ids": char_ids})
+            ids = [self.encode_token(t) for t in sentences[i]]
+            encoded.append({"word_ids": [w for w, _ in ids], "char_ids": [c for _, c in ids]})
         batch: TaggingBatch = self.to_device(collate_tagging(encoded))
         emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)

@@ -129,6 +129,19 @@ def test_neg_log_likelihood_is_batch_mean_of_logz_minus_score(lengths):
     )
 
 
+def test_batched_viterbi_equals_pytorch_crf_decode():
+    torch.manual_seed(0)
+    for tags in (3, 17):
+        crf = LinearChainCRF(tags)
+        for p in crf.parameters():
+            torch.nn.init.normal_(p)
+        for _ in range(30):
+            emissions = torch.randn(7, 12, tags)
+            lengths = torch.randint(1, 13, (7,))
+            mask = torch.arange(12) < lengths[:, None]
+            assert crf.decode(emissions, mask) == crf.crf.decode(emissions, mask=mask)
+
+
 @pytest.mark.parametrize("lengths", BATCHES.values(), ids=BATCHES.keys())
 def test_decode_is_argmax_of_enumeration(lengths):
     crf = make_crf(seed=11)

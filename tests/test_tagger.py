@@ -120,6 +120,10 @@ def test_batched_prediction_equals_one_by_one(tiny_ner, tmp_path):
             assert eb["confidence"] == pytest.approx(es["confidence"], abs=1e-3)
     assert batched[3] == {"tokens": [], "tags": [], "entities": []}
     assert batched[-1]["tokens"][-1] == "Zzyzx-unseen"
+    # A token cache too small for the text is cleared and refilled: same output.
+    small = TaggingPredictor(model, batch_size=7)
+    small.token_cache_size = 3
+    assert small.predict(sentences) == batched and len(small._encoded) <= 3
 
 
 def test_softmax_head_trains_and_round_trips(tiny_ner, tmp_path):
