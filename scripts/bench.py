@@ -8,7 +8,7 @@ on Multi30k de-en, from ``$SEQNLP_DATA``), after a warm-up, it measures:
   step) on length-bucketed batches of the recipe;
 - padding waste: padded positions / real positions over one epoch of batches;
 - prediction throughput: sentences/s of the predictor on the validation split
-  (greedy and beam 5 for translation);
+  (greedy and beam 5 for translation), the median of ``--predict_repeats`` passes;
 - peak RSS of the process;
 - the achieved matmul rate: the FLOPs of the recurrent, projection and output
   layers per training step (forward + backward = 3x forward; packed sequences do
@@ -38,6 +38,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,17 @@ def timed_predict(predictor, items: list, batch_size: int) -> tuple[float, list[
     return len(items) / (time.perf_counter() - start), records
 
 
-def time_prediction(predictor, items: list, batch_size: int) -> float:
-    return timed_predict(predictor, items, batch_size)[0]
+def time_prediction(
+    out: dict[str, Any], key: str, make_predictor: Callable[[], Any], items: list,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """``out[key]``: the median sentences/s of ``--predict_repeats`` timed passes over
+    ``items``, each by a fresh predictor (no cache carried over) after a one-batch
+    warm-up; ``out[key + "_runs"]``: every pass."""
+    runs = sorted(timed_predict(make_predictor(), items, args.predict_batch)[0]
+                  for _ in range(args.predict_repeats))  # fmt: skip
+    out[key] = runs[len(runs) // 2]
+    out[key + "_runs"] = runs
 
 
 def compare_int8(
@@ -188,9 +198,11 @@ def compare_int8(
     for precision in ("fp32", "int8"):
         if precision == "int8":
             out["quantized_modules"] = quantize(model, "int8")
-        for suffix, predictor in make_predictors(model).items():
-            runs = [timed_predict(predictor, items, args.predict_batch)
-                    for _ in range(args.quantize_repeats)]  # fmt: skip
+        for suffix in make_predictors(model):
+            runs = [
+                timed_predict(make_predictors(model)[suffix], items, args.predict_batch)
+                for _ in range(args.quantize_repeats)
+            ]  # fresh predictors: no warm caches
             rate, records = max(runs, key=lambda run: run[0])  # the least disturbed run
             out[f"{precision}_predict_sentences_per_s{suffix}"] = rate
             for metric, value in score(records).items():
@@ -253,9 +265,9 @@ def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
     out = training_stats(model, data, lr, args, flops_of)
     sentences = [r["tokens"] for r in data.raw("validation")]
     for confidence in (False, True):
-        predictor = TaggingPredictor(model, confidence=confidence)
         key = f"predict_sentences_per_s{'_with_confidence' if confidence else ''}"
-        out[key] = time_prediction(predictor, sentences, args.predict_batch)
+        make = partial(TaggingPredictor, model, confidence=confidence)
+        time_prediction(out, key, make, sentences, args)
     if args.quantize:
         gold = data.raw("validation")["tags"][: args.quantize_examples]
 
@@ -282,9 +294,8 @@ def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
 
     out = training_stats(model, data, lr, args, flops_of)
     texts = list(data.raw("validation")["text"])
-    out["predict_sentences_per_s"] = time_prediction(
-        ClassificationPredictor(model), texts, args.predict_batch
-    )
+    time_prediction(out, "predict_sentences_per_s", partial(ClassificationPredictor, model),
+                    texts, args)  # fmt: skip
     if args.quantize:
         gold = data.raw("validation")["label"][: args.quantize_examples]
 
@@ -326,10 +337,8 @@ def bench_translation(args: argparse.Namespace) -> dict[str, Any]:
     out = training_stats(model, data, lr, args, flops_of, counts_of)
     sources = list(data.raw("validation")["source"])
     for beam in (1, 5):
-        predictor = TranslationPredictor(model, beam_size=beam)
-        out[f"predict_sentences_per_s_beam{beam}"] = time_prediction(
-            predictor, sources, args.predict_batch
-        )
+        make = partial(TranslationPredictor, model, beam_size=beam)
+        time_prediction(out, f"predict_sentences_per_s_beam{beam}", make, sources, args)
     out["predict_sentences_per_s"] = out["predict_sentences_per_s_beam1"]
     if args.quantize:
         references = data.raw("validation")["target"][: args.quantize_examples]
@@ -353,6 +362,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--predict_batch", type=int, default=64)
+    parser.add_argument(
+        "--predict_repeats", type=int, default=3,
+        help="timed prediction passes over the validation split; the median is reported",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 CPU autocast")
     parser.add_argument(

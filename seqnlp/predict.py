@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from seqnlp.data.batching import pad_2d
 from seqnlp.data.classification import collate_classification
 from seqnlp.data.readers import (
     decode_lines,
@@ -175,7 +176,11 @@ class TaggingPredictor(Predictor):
         batch: TaggingBatch = self.to_device(collate_tagging(encoded))
         emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)
-        probs = self.system.tag_probabilities(emissions, batch.mask) if self.confidence else None
+        path_probs: list[list[float]] | None = None  # each path's tag posteriors (batch, time)
+        if self.confidence:
+            probs = self.system.tag_probabilities(emissions, batch.mask)  # (batch, time, tags)
+            chosen = pad_2d(paths).to(probs.device)  # (batch, time)
+            path_probs = probs.gather(2, chosen.unsqueeze(-1)).squeeze(-1).tolist()
         # Ask for extra paths: several BIOES paths can read as the same IOB2 tags.
         nbest = (
             self.system.nbest(emissions, batch.mask, 3 * self.n_best) if self.n_best > 1 else None
@@ -188,9 +193,8 @@ class TaggingPredictor(Predictor):
                 entity: Record = {
                     "type": kind, "start": start, "end": end, "text": " ".join(tokens[start:end]),
                 }  # fmt: skip
-                if probs is not None:
-                    p = probs[row, torch.arange(start, end), torch.tensor(path[start:end])]
-                    entity["confidence"] = round(float(p.min()), 4)
+                if path_probs is not None:
+                    entity["confidence"] = round(min(path_probs[row][start:end]), 4)
                 entities.append(entity)
             records[i] = {"tokens": tokens, "tags": tags, "entities": entities}
             if nbest is not None:
