@@ -33,7 +33,7 @@ from seqnlp.data.readers import (
     read_conll,
     read_tagging_file,
 )
-from seqnlp.data.tagging import TaggingBatch, collate_tagging
+from seqnlp.data.tagging import TaggingBatch, collate_distinct_tokens
 from seqnlp.data.tagschemes import spans
 from seqnlp.data.text_readers import read_labelled_text
 from seqnlp.data.translation import collate_translation
@@ -169,11 +169,9 @@ class TaggingPredictor(Predictor):
         if not real:
             return records
         vocab = self.system.vocab
-        encoded = []
-        for i in real:
-            ids = [self.encode_token(t) for t in sentences[i]]
-            encoded.append({"word_ids": [w for w, _ in ids], "char_ids": [c for _, c in ids]})
-        batch: TaggingBatch = self.to_device(collate_tagging(encoded))
+        batch: TaggingBatch = self.to_device(
+            collate_distinct_tokens([sentences[i] for i in real], self.encode_token)
+        )
         emissions = self.system.emissions(batch)  # (batch, time, tags)
         paths = self.system.decode(emissions, batch.mask)
         path_probs: list[list[float]] | None = None  # each path's tag posteriors (batch, time)

@@ -11,7 +11,7 @@ import torch
 
 from seqnlp.data import TaggingDataModule
 from seqnlp.data.readers import read_tagging_file
-from seqnlp.data.tagging import TaggingVocab, collate_tagging
+from seqnlp.data.tagging import TaggingVocab, collate_distinct_tokens, collate_tagging
 from seqnlp.predict import TaggingPredictor, load
 from seqnlp.tasks import Tagger
 from seqnlp.tasks.base import System
@@ -236,3 +236,29 @@ def test_prediction_encodes_each_distinct_word_once_with_the_same_features(tiny_
     words = batch.char_ids.view(-1, batch.char_ids.size(-1))
     assert len(torch.unique(words, dim=0)) < len(words)  # the batch repeats words
     torch.testing.assert_close(distinct, every)
+
+
+@pytest.mark.parametrize("char_encoder", ["lstm", "cnn", "none"])
+def test_distinct_token_batches_give_the_same_emissions(tiny_ner, char_encoder):
+    # Prediction batches carry each distinct token's characters once (char_rows).
+    torch.manual_seed(0)
+    vocab = _vocab(tiny_ner["train"])
+    model = Tagger(vocab, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
+                   hidden_size=8).eval()  # fmt: skip
+    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["validation"])[:16]]
+    sentences[1] = [*sentences[1], "Zzyzx-unseen", sentences[0][0]]
+
+    def encode(token: str) -> tuple[int, list[int]]:
+        words, chars = vocab.encode_tokens([token])
+        return words[0], chars[0]
+
+    distinct = collate_distinct_tokens(sentences, encode)
+    every = collate_tagging([dict(zip(("word_ids", "char_ids"), vocab.encode_tokens(s),
+                                      strict=True)) for s in sentences])  # fmt: skip
+    assert distinct.char_rows is not None
+    n_tokens = sum(map(len, sentences))
+    assert len(distinct.char_ids) - 1 == len({t for s in sentences for t in s}) < n_tokens
+    assert torch.equal(distinct.word_ids, every.word_ids)
+    assert torch.equal(distinct.mask, every.mask)
+    with torch.no_grad():
+        torch.testing.assert_close(model.emissions(distinct), model.emissions(every))

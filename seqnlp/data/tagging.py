@@ -115,7 +115,10 @@ class TaggingBatch:
 
     word_ids: (batch, time); char_ids: (batch, time, chars); mask: (batch, time)
     bool, True on real tokens; lengths: (batch,); tags: (batch, time) or None;
-    example_ids: (batch,) positions in the split, or None.
+    example_ids: (batch,) positions in the split, or None. With ``char_rows``
+    (batch, time) (prediction batches, ``collate_distinct_tokens``), ``char_ids``
+    is (words, chars) instead: each distinct token once, row 0 the empty word of
+    the padding, and ``char_rows`` the row of each position.
     """
 
     word_ids: torch.Tensor
@@ -124,6 +127,7 @@ class TaggingBatch:
     lengths: torch.Tensor
     tags: torch.Tensor | None = None
     example_ids: torch.Tensor | None = None
+    char_rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.word_ids.size(0)
@@ -150,6 +154,35 @@ def collate_tagging(examples: Sequence[dict[str, Any]]) -> TaggingBatch:
     tags = pad_2d([e["tag_ids"] for e in examples]) if "tag_ids" in examples[0] else None
     char_ids = pad_3d([e["char_ids"] for e in examples])
     return TaggingBatch(word_ids, char_ids, mask, lengths, tags, example_ids_of(examples))
+
+
+def collate_distinct_tokens(
+    sentences: Sequence[Sequence[str]], encode: Callable[[str], tuple[int, list[int]]]
+) -> TaggingBatch:
+    """A prediction batch of non-empty token lists whose characters are given once per
+    distinct token (``char_ids`` (words, chars) and ``char_rows``, see ``TaggingBatch``):
+    a batch repeats its frequent words many times, and the characters of a word are
+    all that its character features depend on. ``encode(token)`` gives the token's
+    word id and character ids (``TaggingVocab.encode_tokens`` for one token)."""
+    rows: dict[str, int] = {}
+    chars: list[list[int]] = [[]]  # row 0: the padding's empty word
+    word_ids, char_rows = [], []
+    for tokens in sentences:
+        sentence_words, sentence_rows = [], []
+        for token in tokens:
+            word, token_chars = encode(token)
+            row = rows.get(token)
+            if row is None:
+                row = rows[token] = len(chars)
+                chars.append(token_chars)
+            sentence_words.append(word)
+            sentence_rows.append(row)
+        word_ids.append(sentence_words)
+        char_rows.append(sentence_rows)
+    words = pad_2d(word_ids)
+    lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
+    mask = torch.arange(words.size(1))[None, :] < lengths[:, None]
+    return TaggingBatch(words, pad_2d(chars), mask, lengths, char_rows=pad_2d(char_rows))
 
 
 class TaggingDataModule(SeqDataModule):

@@ -86,18 +86,24 @@ class Tagger(System):
             word_ids = word_ids.masked_fill(drop & batch.mask, self.vocab.words.unk_id)
         x = self.word_embedding(word_ids)  # (batch, time, word_dim)
         if self.char_features is not None:
-            x = torch.cat([x, self.word_char_features(batch.char_ids)], dim=-1)
+            x = torch.cat([x, self.word_char_features(batch.char_ids, batch.char_rows)], dim=-1)
         h, _ = self.encoder(self.dropout(x), batch.lengths)  # (batch, time, 2 * hidden)
         return self.emission(self.dropout(h))  # (batch, time, tags)
 
-    def word_char_features(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """Character features (batch, time, features) of char ids (batch, time, chars).
+    def word_char_features(
+        self, char_ids: torch.Tensor, char_rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Character features (batch, time, features) of char ids (batch, time, chars),
+        or of distinct words' char ids (words, chars) with each position's row
+        ``char_rows`` (batch, time).
 
         Out of training, each distinct word of the batch is encoded once and its
         features gathered back: a batch repeats its frequent words (and padding)
         many times, and a word's features depend on its characters alone. In
         training every occurrence is encoded, each with its own dropout."""
         assert self.char_features is not None
+        if char_rows is not None:  # already distinct (prediction batches)
+            return self.char_features(char_ids.unsqueeze(0))[0][char_rows]
         if self.training:
             return self.char_features(char_ids)
         batch, time, chars = char_ids.shape
