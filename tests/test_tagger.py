@@ -262,3 +262,31 @@ def test_distinct_token_batches_give_the_same_emissions(tiny_ner, char_encoder):
     assert torch.equal(distinct.mask, every.mask)
     with torch.no_grad():
         torch.testing.assert_close(model.emissions(distinct), model.emissions(every))
+
+
+def test_bf16_with_fused_adam_clips_gradients(tiny_ner, tmp_path, monkeypatch):
+    # Lightning refuses to clip with a fused optimizer under bf16-mixed; bf16 has no
+    # loss scaler, so System clips the (unscaled) gradients itself.
+    norms: list[float] = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        norm = clip(parameters, max_norm, *args, **kwargs)
+        norms.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    pl.seed_everything(0)
+    data = TaggingDataModule(train=str(tiny_ner["train"]), validation=str(tiny_ner["validation"]),
+                             batch_size=8, cache_dir=str(tmp_path / "hf"))  # fmt: skip
+    model = Tagger(data.vocab, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
+    model.configure_optimizers = lambda: torch.optim.Adam(  # type: ignore[method-assign]
+        model.parameters(), lr=0.01, fused=True
+    )
+    trainer = pl.Trainer(
+        max_epochs=1, precision="bf16-mixed", gradient_clip_val=0.5, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step > 0 and len(norms) == trainer.global_step
+    assert all(torch.isfinite(p).all() for p in model.parameters())

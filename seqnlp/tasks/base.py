@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import GradClipAlgorithmType
 
 from seqnlp.distributed import rank_and_world
 from seqnlp.metrics import gather_unique
@@ -140,6 +142,28 @@ class System(pl.LightningModule):
                 "training data; use the same training data and vocabulary settings"
             )
         self._rng_to_restore = checkpoint.get(RNG_KEY)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as Lightning does, except under bf16-mixed with a fused optimizer (the
+        recipes' Adam): Lightning refuses to clip there because a fused step unscales
+        the gradients itself, but bf16 has no loss scaler, so the gradients are already
+        unscaled and are clipped here directly."""
+        plugin = self.trainer.precision_plugin
+        if (
+            gradient_clip_val
+            and isinstance(plugin, MixedPrecision)
+            and plugin.scaler is None
+            and getattr(optimizer, "_step_supports_amp_scaling", False)
+        ):
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
