@@ -4,8 +4,8 @@ direction at a time, with the same results as packing the batch.
 Why: on CPU, PyTorch runs an LSTM over a *padded* tensor with oneDNN's fused kernel,
 but over a ``PackedSequence`` with a step-by-step loop that also multiplies the inputs
 one step at a time; GRU and tanh RNN get one input matmul for all steps when padded.
-On this project's benchmark machine the padded path is 1.5-2.7x faster for LSTMs
-(inference and training) and about 1.4x for GRU training (docs/benchmarks.md).
+On this project's benchmark machine the padded path is 1.2-2.8x faster for LSTMs
+(inference and training) and 1.4-1.5x for GRU training (docs/benchmarks.md).
 
 Padding must not reach a real position. Forwards, the padding comes after each
 sequence's end, so it cannot. Backwards, each sequence is reversed within its own
