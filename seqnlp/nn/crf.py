@@ -13,8 +13,8 @@ class LinearChainCRF(nn.Module):
 
     Wraps ``torchcrf.CRF`` for the parameters and the negative log-likelihood, and
     adds a batched Viterbi, k-best Viterbi and forward-backward marginals (per-token
-    tag posteriors). Masks must be
-    left-aligned (real tokens first) with at least one real token per sequence.
+    tag posteriors). Masks must be left-aligned (real tokens first) with at least
+    one real token per sequence.
     """
 
     def __init__(self, num_tags: int) -> None:

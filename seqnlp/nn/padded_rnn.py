@@ -84,11 +84,17 @@ def run_padded(
         h0, c0 = initial
     else:
         h0, c0 = initial, None
-    weights = rnn._flat_weights  # layer by layer, direction by direction
+    # The module's weights in the order its own forward passes them to torch's
+    # functional RNNs (``_VF``): layer by layer, direction by direction.
+    weights = rnn._flat_weights
     per_state = len(weights) // states
     mask = torch.arange(time, device=inputs.device) < lengths.unsqueeze(1)  # (batch, time)
     last = (lengths - 1).view(batch, 1, 1).expand(batch, 1, rnn.hidden_size)
     full = bool((lengths == time).all())
+
+    def flip(t: torch.Tensor) -> torch.Tensor:  # (batch, time, features), real steps reversed
+        return t.flip(1) if full else reverse_within(t, lengths)
+
     x, finals = inputs, []
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout > 0:
@@ -102,7 +108,6 @@ def run_padded(
                 out = _layer(rnn, x, h0[s : s + 1], c, w)  # (batch, time, hidden)
                 finals.append(out.gather(1, last).squeeze(1))  # (batch, hidden)
             else:
-                flip = (lambda t: t.flip(1)) if full else (lambda t: reverse_within(t, lengths))
                 out = flip(_layer(rnn, flip(x), h0[s : s + 1], c, w))
                 finals.append(out[:, 0])  # the state after the whole reversed sequence
             outputs.append(out)
