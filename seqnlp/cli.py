@@ -178,6 +178,7 @@ def predict_parser() -> argparse.ArgumentParser:
         help="translation: GNMT length-penalty alpha (default: the model's)",
     )  # fmt: skip
     _add_quantize(p)
+    _add_parallel_batches(p)
     _add_devices(p)
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
@@ -186,6 +187,22 @@ def predict_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     shown.add_argument("--no_progress", dest="progress", action="store_false")
     return p
+
+
+def _add_parallel_batches(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parallel_batches", type=_positive_int, default=1,
+        help="CPU: predict this many batches at once, in threads sharing torch's threads "
+        "(2 on a 2-core machine: two one-thread batches instead of one two-thread batch; "
+        "docs/benchmarks.md)",
+    )  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_quantize(p: argparse.ArgumentParser) -> None:
@@ -288,6 +305,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     translation.add_argument("--beam_size", type=int, default=5, help="1: greedy")
     translation.add_argument("--length_penalty", type=float, default=None)
     _add_quantize(p)
+    _add_parallel_batches(p)
     _add_devices(p)
     return p
 
@@ -314,6 +332,7 @@ def run_predict(argv: Sequence[str]) -> None:
                                          args.n_best, args.length_penalty)  # fmt: skip
         if args.output_format == "auto" and not args.output.endswith(".jsonl"):
             args.output_format = "jsonl" if args.n_best > 1 else "text"
+    predictor.parallel_batches = args.parallel_batches
     start = time.perf_counter()
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     # Several processes: each predicts its share of every chunk, rank 0 writes them all.
@@ -364,6 +383,7 @@ def run_evaluate(argv: Sequence[str]) -> None:
         else:
             options.update(label_column=args.label_column, text_column=args.text_column,
                            header=args.header)  # fmt: skip
+    predictor.parallel_batches = args.parallel_batches
     if fabric is not None:  # every rank reads the file and predicts its share of it
         predictor = share_across_ranks(predictor)
     scores = predictor.evaluate(path, **options)  # type: ignore[attr-defined]

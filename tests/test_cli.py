@@ -104,6 +104,15 @@ def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):
     assert blocks.pop() == []
     assert [[r.split("\t")[0] for r in b] for b in blocks] == [ln.split() for ln in lines]
     assert blocks[0][0] == "Ana\tB-PER"
+    # Two batches at once (threads on the CPU): the same tags.
+    parallel = tmp_path / "parallel.conll"
+    main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
+          "--batch_size", "2", "--output", str(parallel), "--no_confidence",
+          "--parallel_batches", "2"])  # fmt: skip
+    assert parallel.read_text(encoding="utf-8") == conll.read_text(encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
+              "--output", str(parallel), "--parallel_batches", "0"])  # fmt: skip
 
     # A CoNLL file as input: one record per sentence, tags in the file ignored.
     again = tmp_path / "again.jsonl"

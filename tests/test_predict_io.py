@@ -83,3 +83,63 @@ def test_an_interrupted_prediction_leaves_no_output_file(tagger, tmp_path, monke
         predict_file(tagger, str(src), str(out))
     assert out.read_text(encoding="utf-8") == "the previous, complete output\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]  # no .part left
+
+
+def _same_records(a: list[dict], b: list[dict]) -> None:
+    """Equal records, probabilities to within the rounding of one vs two threads."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            if key in ("probability", "probabilities", "entities"):
+                continue  # compared below, to within rounding
+            assert x[key] == y[key], key
+        for e, f in zip(x.get("entities", []), y.get("entities", []), strict=True):
+            assert {k: v for k, v in e.items() if k != "confidence"} == {
+                k: v for k, v in f.items() if k != "confidence"
+            }
+            assert e["confidence"] == pytest.approx(f["confidence"], abs=1e-3)
+        if x.get("probability") is not None:
+            assert x["probability"] == pytest.approx(y["probability"], abs=1e-3)
+            assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-3)
+
+
+@pytest.mark.parametrize("which", ["tagger", "classifier"])
+def test_parallel_batches_give_the_same_records_and_restore_threads(which, request):
+    import torch
+
+    predictor = request.getfixturevalue(which)
+    lines = [f"Ana vive en Lima {i} " * (1 + i % 5) for i in range(40)] + ["", "a good film"]
+    predictor.parallel_batches = 1
+    serial = predictor.predict(lines)
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+    predictor.parallel_batches = 2
+    try:
+        parallel = predictor.predict(lines, on_batch=seen.append)
+    finally:
+        predictor.parallel_batches = 1
+    assert torch.get_num_threads() == threads
+    assert sum(seen) == len(lines)  # progress still reported, in the calling thread
+    _same_records(serial, parallel)
+
+
+def test_parallel_batches_pass_errors_on_and_restore_threads(classifier, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    own = type(classifier).predict_batch
+
+    def failing(self, items):
+        if any("boom" in t for t in items):
+            raise RuntimeError("boom in a batch")
+        return own(self, items)
+
+    monkeypatch.setattr(type(classifier), "predict_batch", failing)
+    classifier.parallel_batches = 2
+    try:
+        with pytest.raises(RuntimeError, match="boom in a batch"):
+            classifier.predict(["a good film"] * 10 + ["boom boom boom boom"])
+    finally:
+        classifier.parallel_batches = 1
+    assert torch.get_num_threads() == threads

@@ -238,3 +238,17 @@ def test_teacher_forcing_all_steps_at_once_equals_step_by_step(data, cell):
             )
             steps.append(logits)
     torch.testing.assert_close(fast, torch.stack(steps, dim=1))
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_parallel_batches_give_the_same_translations(mt_checkpoint, beam):
+    from seqnlp.predict import TranslationPredictor, load
+
+    system = load(mt_checkpoint).system
+    lines = [" ".join(["der hund läuft im park"] * (1 + i % 4)) for i in range(12)] + [""]
+    serial = TranslationPredictor(system, batch_size=2, beam_size=beam).predict(lines)
+    parallel = TranslationPredictor(system, batch_size=2, beam_size=beam)
+    parallel.parallel_batches = 2
+    threads = torch.get_num_threads()
+    assert [r["translation"] for r in parallel.predict(lines)] == [r["translation"] for r in serial]
+    assert torch.get_num_threads() == threads
