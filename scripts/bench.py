@@ -150,9 +150,11 @@ def time_training(
     return out
 
 
-def timed_predict(predictor, items: list, batch_size: int) -> tuple[float, list[dict]]:
-    """Sentences/s of the predictor over ``items`` after a one-batch warm-up, and its records."""
-    predictor.batch_size = batch_size
+def timed_predict(predictor, items: list, args: argparse.Namespace) -> tuple[float, list[dict]]:
+    """Sentences/s of the predictor over ``items`` after a one-batch warm-up, and its records
+    (``--predict_batch`` inputs a batch, ``--parallel_batches`` batches at once)."""
+    batch_size = predictor.batch_size = args.predict_batch
+    predictor.parallel_batches = args.parallel_batches
     predictor.predict(items[:batch_size])  # warm-up
     start = time.perf_counter()
     records = predictor.predict(items)
@@ -166,7 +168,7 @@ def time_prediction(
     """``out[key]``: the median sentences/s of ``--predict_repeats`` timed passes over
     ``items``, each by a fresh predictor (no cache carried over) after a one-batch
     warm-up; ``out[key + "_runs"]``: every pass."""
-    runs = sorted(timed_predict(make_predictor(), items, args.predict_batch)[0]
+    runs = sorted(timed_predict(make_predictor(), items, args)[0]
                   for _ in range(args.predict_repeats))  # fmt: skip
     out[key] = runs[len(runs) // 2]
     out[key + "_runs"] = runs
@@ -202,7 +204,7 @@ def compare_int8(
             out["quantized_modules"] = quantize(model, "int8")
         for suffix in make_predictors(model):
             runs = [
-                timed_predict(make_predictors(model)[suffix], items, args.predict_batch)
+                timed_predict(make_predictors(model)[suffix], items, args)
                 for _ in range(args.quantize_repeats)
             ]  # fresh predictors: no warm caches
             rate, records = max(runs, key=lambda run: run[0])  # the least disturbed run
@@ -365,6 +367,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--predict_batch", type=int, default=64)
     parser.add_argument(
+        "--parallel_batches", type=int, default=1,
+        help="prediction: batches at once in threads sharing torch's threads (as predict's "
+        "--parallel_batches)",
+    )  # fmt: skip
+    parser.add_argument(
         "--predict_repeats", type=int, default=3,
         help="timed prediction passes over the validation split; the median is reported",
     )  # fmt: skip
@@ -417,6 +424,7 @@ def main() -> None:
         "machine": platform.machine(), "matmul_gflops_fp32": peak,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "steps": args.steps, "predict_batch": args.predict_batch, "size": args.size,
+        "parallel_batches": args.parallel_batches,
         "precision": "bf16 autocast" if args.bf16 else "fp32",
         "quantize_examples": args.quantize_examples if args.quantize else None,
     }  # fmt: skip
