@@ -139,6 +139,16 @@ def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:
     return torch.tensor(padded, dtype=torch.long).view(len(rows), width)  # (0, 0) when empty
 
 
+def pad_with_lengths(
+    rows: Sequence[Sequence[int]], pad: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``pad_2d(rows)`` (batch, max_len), the row lengths (batch,) and the mask of real
+    positions (batch, max_len), True on each row's first ``length`` positions."""
+    padded = pad_2d(rows, pad)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return padded, lengths, torch.arange(padded.size(1))[None, :] < lengths[:, None]
+
+
 def pad_3d(rows: Sequence[Sequence[Sequence[int]]], pad: int = 0) -> torch.Tensor:
     """Stack nested rows (e.g. characters of words): (batch, max_words, max_chars)."""
     words = max((len(r) for r in rows), default=0)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import example_ids_of, pad_2d
+from seqnlp.data.batching import example_ids_of, pad_with_lengths
 from seqnlp.data.text_readers import TextFormat, read_labelled_text
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
@@ -72,9 +72,7 @@ def encode_classification(
 
 
 def collate_classification(examples: Sequence[dict[str, Any]]) -> ClassificationBatch:
-    token_ids = pad_2d([e["token_ids"] for e in examples])
-    lengths = torch.tensor([len(e["token_ids"]) for e in examples], dtype=torch.long)
-    mask = torch.arange(token_ids.size(1))[None, :] < lengths[:, None]
+    token_ids, lengths, mask = pad_with_lengths([e["token_ids"] for e in examples])
     labels = (
         torch.tensor([e["label_id"] for e in examples], dtype=torch.long)
         if "label_id" in examples[0]

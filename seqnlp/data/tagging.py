@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d
+from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
 from seqnlp.data.readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
 from seqnlp.tokenization import StateEquality, Vocab, normalize_word
@@ -148,9 +148,7 @@ def encode_tagging(batch: dict[str, list[Any]], vocab: TaggingVocab) -> dict[str
 
 def collate_tagging(examples: Sequence[dict[str, Any]]) -> TaggingBatch:
     """Pad encoded examples (``word_ids``, ``char_ids``, optional ``tag_ids``)."""
-    word_ids = pad_2d([e["word_ids"] for e in examples])
-    lengths = torch.tensor([len(e["word_ids"]) for e in examples], dtype=torch.long)
-    mask = torch.arange(word_ids.size(1))[None, :] < lengths[:, None]
+    word_ids, lengths, mask = pad_with_lengths([e["word_ids"] for e in examples])
     tags = pad_2d([e["tag_ids"] for e in examples]) if "tag_ids" in examples[0] else None
     char_ids = pad_3d([e["char_ids"] for e in examples])
     return TaggingBatch(word_ids, char_ids, mask, lengths, tags, example_ids_of(examples))
@@ -179,9 +177,7 @@ def collate_distinct_tokens(
             sentence_rows.append(row)
         word_ids.append(sentence_words)
         char_rows.append(sentence_rows)
-    words = pad_2d(word_ids)
-    lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
-    mask = torch.arange(words.size(1))[None, :] < lengths[:, None]
+    words, lengths, mask = pad_with_lengths(word_ids)
     return TaggingBatch(words, pad_2d(chars), mask, lengths, char_rows=pad_2d(char_rows))
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import example_ids_of, pad_2d
+from seqnlp.data.batching import example_ids_of, pad_2d, pad_with_lengths
 from seqnlp.data.sources import CATALOG, Source, resolve_named, sha256sum
 from seqnlp.tokenization import SentencePieceTokenizer, StateEquality
 
@@ -173,16 +173,12 @@ def encode_translation(
 
 
 def collate_translation(examples: Sequence[dict[str, Any]], bos: int, eos: int) -> TranslationBatch:
-    src = pad_2d([e["source_ids"] for e in examples])
-    src_lengths = torch.tensor([len(e["source_ids"]) for e in examples], dtype=torch.long)
-    src_mask = torch.arange(src.size(1))[None, :] < src_lengths[:, None]
+    src, src_lengths, src_mask = pad_with_lengths([e["source_ids"] for e in examples])
     ids = example_ids_of(examples)
     if "target_ids" not in examples[0]:
         return TranslationBatch(src, src_mask, src_lengths, example_ids=ids)
-    tgt_in = pad_2d([[bos, *e["target_ids"]] for e in examples])
+    tgt_in, _, tgt_mask = pad_with_lengths([[bos, *e["target_ids"]] for e in examples])
     tgt_out = pad_2d([[*e["target_ids"], eos] for e in examples])
-    tgt_lengths = torch.tensor([len(e["target_ids"]) + 1 for e in examples], dtype=torch.long)
-    tgt_mask = torch.arange(tgt_in.size(1))[None, :] < tgt_lengths[:, None]
     return TranslationBatch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, ids)
 
 
