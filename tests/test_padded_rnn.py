@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqnlp.nn.embeddings import CharLSTM
 from seqnlp.nn.encoder import RNNEncoder
-from seqnlp.nn.padded_rnn import reverse_within, run_padded
+from seqnlp.nn.padded_rnn import reversal_index, reverse_within, run_padded
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -24,9 +24,10 @@ def packed_reference(rnn, x, lengths, initial):
 
 def test_reverse_within_reverses_real_steps_only():
     x = torch.arange(8.0).view(2, 4, 1)
-    out = reverse_within(x, torch.tensor([3, 4]))
+    index = reversal_index(torch.tensor([3, 4]), 4)
+    out = reverse_within(x, index)
     assert out.squeeze(-1).tolist() == [[2, 1, 0, 3], [7, 6, 5, 4]]
-    assert torch.equal(reverse_within(out, torch.tensor([3, 4])), x)
+    assert torch.equal(reverse_within(out, index), x)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -25,15 +25,17 @@ def prefers_padded(rnn: nn.Module, inputs: torch.Tensor) -> bool:
     return inputs.device.type == "cpu" and isinstance(rnn, nn.RNNBase)
 
 
-def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each row's first ``length`` steps in reverse order; padded steps stay in place.
-
-    x: (batch, time, features); lengths: (batch,) on x's device. Its own inverse.
-    """
-    time = x.size(1)
-    steps = torch.arange(time, device=x.device)  # (time,)
+def reversal_index(lengths: torch.Tensor, time: int) -> torch.Tensor:
+    """(batch, time) positions that put each row's first ``length`` steps in reverse
+    order and leave padded steps in place (``reverse_within``); lengths: (batch,)."""
+    steps = torch.arange(time, device=lengths.device)  # (time,)
     ends = lengths.unsqueeze(1)  # (batch, 1)
-    index = torch.where(steps < ends, ends - 1 - steps, steps)  # (batch, time)
+    return torch.where(steps < ends, ends - 1 - steps, steps)
+
+
+def reverse_within(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (batch, time, features) with each row's real steps reversed, by a
+    ``reversal_index`` (batch, time). Its own inverse."""
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
@@ -91,9 +93,10 @@ def run_padded(
     mask = torch.arange(time, device=inputs.device) < lengths.unsqueeze(1)  # (batch, time)
     last = (lengths - 1).view(batch, 1, 1).expand(batch, 1, rnn.hidden_size)
     full = bool((lengths == time).all())
+    index = None if full or directions == 1 else reversal_index(lengths, time)  # once a call
 
     def flip(t: torch.Tensor) -> torch.Tensor:  # (batch, time, features), real steps reversed
-        return t.flip(1) if full else reverse_within(t, lengths)
+        return t.flip(1) if index is None else reverse_within(t, index)
 
     x, finals = inputs, []
     for layer in range(rnn.num_layers):
