@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqnlp.nn import folded_rnn
 from seqnlp.nn.padded_rnn import prefers_padded, run_padded
 
 Cell = Literal["rnn", "lstm", "gru"]
@@ -21,8 +22,10 @@ class RNNEncoder(nn.Module):
 
     Padding never enters the recurrence. On CPU the padded batch is run one layer
     and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
-    for all steps); on GPU, and int8-quantized, it is packed (cuDNN's kernels). Both
-    give the same results.
+    for all steps); on GPU, and int8-quantized, it is packed (cuDNN's kernels). In
+    inference on CPU, ``encode_tokens`` reads the first layer's input projections
+    from a table computed once per vocabulary entry (``run_folded``). All give the
+    same results.
 
     Args:
         input_size: features per time step.
@@ -71,6 +74,7 @@ class RNNEncoder(nn.Module):
                         nn.init.orthogonal_(gate)
                 elif name.startswith("bias"):
                     nn.init.zeros_(weight.data)
+        self._table = _TableCache()
 
     def learned_initial(self, batch: int) -> State | None:
         """The learned initial state expanded to ``batch`` (None when not learned)."""
@@ -107,11 +111,82 @@ class RNNEncoder(nn.Module):
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
         return outputs, final[0] if isinstance(final, tuple) else final
 
+    def folds(self, embedding: nn.Embedding, token_ids: torch.Tensor) -> bool:
+        """Whether ``encode_tokens`` reads the first layer's inputs from the input
+        table: in inference (eval mode, no autograd, no autocast) on CPU, with a float32
+        ``torch.nn`` RNN reading ``embedding`` directly and a table of at most
+        ``MAX_TABLE_BYTES``."""
+        return (
+            not self.training
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and prefers_padded(self.rnn, token_ids)
+            and embedding.weight.dtype == torch.float32
+            and embedding.embedding_dim == self.rnn.input_size
+            and folded_rnn.table_bytes(embedding.num_embeddings, self.rnn)
+            <= folded_rnn.MAX_TABLE_BYTES
+        )
+
+    def encode_tokens(
+        self, embedding: nn.Embedding, token_ids: torch.Tensor, lengths: torch.Tensor,
+        initial: State | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """``self(embedding(token_ids), lengths, initial)`` from the input table, which
+        is computed on first use and again after any optimiser step or any change to the
+        storage or version counter of a weight it depends on; only where ``folds``
+        says so.
+
+        Args:
+            embedding: the token embeddings the first layer reads.
+            token_ids: (batch, time), right-padded.
+            lengths: (batch,) real lengths, each >= 1.
+
+        Returns:
+            outputs (batch, time, output_size) and final (layers * directions, batch,
+            hidden), as ``forward``.
+        """
+        if initial is None:
+            initial = self.learned_initial(token_ids.size(0))
+        params = self.rnn.named_parameters()
+        first = [w for name, w in params if name.endswith(("_l0", "_l0_reverse"))]
+        versions = tuple((w.data_ptr(), w._version) for w in [embedding.weight, *first])
+        key = (folded_rnn.optimiser_steps(), versions)
+        table = self._table.get(key)
+        if table is None:
+            table = self._table.put(key, folded_rnn.input_table(embedding.weight, self.rnn))
+        return folded_rnn.run_folded(self.rnn, table, token_ids, lengths, initial)
+
+    def top_states(self, final: torch.Tensor) -> torch.Tensor:
+        """The top layer's final states, (batch, output_size), from ``final`` (layers *
+        directions, batch, hidden): the forward direction's state at the last real
+        token, then the backward direction's at the first."""
+        directions = 2 if self.rnn.bidirectional else 1
+        return torch.cat(list(final[-directions:]), dim=-1)
+
     def last_states(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
     ) -> torch.Tensor:
-        """The top layer's final states, (batch, output_size): the forward direction's
-        state at the last real token, then the backward direction's at the first."""
-        _, final = self(inputs, lengths, initial)  # (layers * directions, batch, hidden)
-        directions = 2 if self.rnn.bidirectional else 1
-        return torch.cat(list(final[-directions:]), dim=-1)
+        """The top layer's final states, (batch, output_size), as ``top_states``."""
+        return self.top_states(self(inputs, lengths, initial)[1])
+
+
+class _TableCache:
+    """One input table and the key of the weights it was computed from. Not part of
+    the module's state: copies and pickles start empty."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple, torch.Tensor] | None = None
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        entry = self._entry
+        return entry[1] if entry is not None and entry[0] == key else None
+
+    def put(self, key: tuple, table: torch.Tensor) -> torch.Tensor:
+        self._entry = (key, table)
+        return table
+
+    def __deepcopy__(self, memo: dict) -> _TableCache:
+        return _TableCache()
+
+    def __getstate__(self) -> dict:
+        return {"_entry": None}

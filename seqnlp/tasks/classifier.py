@@ -103,13 +103,17 @@ class Classifier(System):
     def logits(self, batch: ClassificationBatch) -> torch.Tensor:
         """Class scores (batch, classes)."""
         token_ids = batch.token_ids
-        if self.training and self.hparams.word_dropout > 0:
-            drop = torch.rand(token_ids.shape, device=token_ids.device) < self.hparams.word_dropout
-            token_ids = token_ids.masked_fill(drop & batch.mask, self.vocab.tokenizer.unk_id)
-        x = self.embedding_dropout(self.embedding(token_ids))  # (batch, time, embedding_dim)
-        if self.pooling.method == "last":  # the final states; the per-step outputs unneeded
-            return self.head(self.encoder.last_states(x, batch.lengths))  # (batch, classes)
-        states, _ = self.encoder(x, batch.lengths)  # (batch, time, output_size)
+        if self.encoder.folds(self.embedding, token_ids):  # inference on CPU: input table
+            states, final = self.encoder.encode_tokens(self.embedding, token_ids, batch.lengths)
+        else:
+            if self.training and self.hparams.word_dropout > 0:
+                drop = torch.rand(token_ids.shape, device=token_ids.device)
+                drop = (drop < self.hparams.word_dropout) & batch.mask
+                token_ids = token_ids.masked_fill(drop, self.vocab.tokenizer.unk_id)
+            x = self.embedding_dropout(self.embedding(token_ids))  # (batch, time, embedding_dim)
+            states, final = self.encoder(x, batch.lengths)  # (batch, time, output_size)
+        if self.pooling.method == "last":  # the final states (layers * directions, batch, hidden)
+            return self.head(self.encoder.top_states(final))  # (batch, classes)
         return self.head(self.pooling(states, batch.mask))  # (batch, classes)
 
     def loss(self, logits: torch.Tensor, batch: ClassificationBatch) -> torch.Tensor:
