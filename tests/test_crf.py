@@ -7,8 +7,9 @@ import itertools
 
 import pytest
 import torch
+from torchcrf import CRF
 
-from seqnlp.nn.crf import LinearChainCRF
+from seqnlp.nn.crf import LinearChainCRF, _LogPartition
 from seqnlp.nn.embeddings import CharCNN, CharLSTM
 from seqnlp.nn.encoder import RNNEncoder
 
@@ -199,6 +200,44 @@ def test_marginals_are_gradient_of_log_partition():
     emissions.requires_grad_(True)
     (grad,) = torch.autograd.grad(crf.log_partition(emissions, mask).sum(), emissions)
     torch.testing.assert_close(crf.marginals(emissions.detach(), mask), grad, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", BATCHES.values(), ids=BATCHES.keys())
+def test_log_partition_gradient_passes_gradcheck(lengths):
+    """The forward-backward gradient of log Z against finite differences, for the
+    emissions (zero at padding) and the three transition parameters."""
+    crf = make_crf(seed=40)
+    emissions, mask = make_batch(lengths, seed=41, time=max(lengths) + 1)
+    params = [emissions.requires_grad_(), crf.crf.start_transitions, crf.crf.transitions,
+              crf.crf.end_transitions]  # fmt: skip
+
+    def log_z(em, start, trans, end):
+        return _LogPartition.apply(em, mask, start, trans, end)
+
+    assert torch.autograd.gradcheck(log_z, [p.detach().clone().requires_grad_() for p in params])
+
+
+@pytest.mark.parametrize(("tags", "time"), [(9, 23), (37, 11), (2, 1)])
+def test_neg_log_likelihood_and_gradients_equal_pytorch_crf(tags, time):
+    torch.manual_seed(tags)
+    crf = LinearChainCRF(tags)
+    torch.nn.init.normal_(crf.crf.transitions)
+    reference = CRF(tags, batch_first=True)
+    reference.load_state_dict(crf.crf.state_dict())
+    emissions = torch.randn(16, time, tags, requires_grad=True)
+    gold = torch.randint(0, tags, (16, time))
+    lengths = torch.randint(1, time + 1, (16,))
+    mask = torch.arange(time)[None, :] < lengths[:, None]
+    ours = crf.neg_log_likelihood(emissions, gold, mask)
+    theirs = -reference(emissions, gold, mask=mask, reduction="mean")
+    torch.testing.assert_close(ours, theirs)
+    grads = torch.autograd.grad(ours, [emissions, *crf.crf.parameters()])
+    expected = torch.autograd.grad(
+        theirs, [emissions, *reference.parameters()], allow_unused=True
+    )  # one step: pytorch-crf never reads its transitions
+    for got, want in zip(grads, expected, strict=True):
+        want = torch.zeros_like(got) if want is None else want
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_padded_emissions_change_nothing_at_real_positions():
