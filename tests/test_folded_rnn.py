@@ -21,7 +21,7 @@ from tests.test_classifier import SAMPLE, _batch, _vocab
 from tests.test_padded_rnn import CELLS, packed_reference
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("lengths", [[5, 1, 3, 5, 2], [4, 4, 4], [1], [2, 6, 6, 1]])
@@ -38,8 +38,6 @@ def test_run_folded_equals_the_packed_rnn(cell, layers, bidirectional, lengths, 
     if with_initial:
         shape = (layers * (2 if bidirectional else 1), batch, 4)
         initial = torch.randn(shape)
-        if cell == "lstm":
-            initial = (initial, torch.randn(shape))
     with torch.no_grad():
         out_ref, h_ref = packed_reference(rnn, embedding[ids], lengths_t, initial)
         out, h = run_folded(rnn, input_table(embedding, rnn), ids, lengths_t, initial)
@@ -49,16 +47,20 @@ def test_run_folded_equals_the_packed_rnn(cell, layers, bidirectional, lengths, 
         assert out[b, n:].abs().sum() == 0
 
 
-def test_run_folded_needs_inference():
+def test_run_folded_needs_inference_and_no_lstm():
     rnn = nn.GRU(3, 4, batch_first=True)
     table = input_table(torch.randn(5, 3), rnn)
+    ids, lengths = torch.zeros(1, 2, dtype=torch.long), torch.tensor([2])
     with pytest.raises(RuntimeError, match="inference"):
-        run_folded(rnn, table, torch.zeros(1, 2, dtype=torch.long), torch.tensor([2]))
+        run_folded(rnn, table, ids, lengths)
+    with torch.no_grad(), pytest.raises(ValueError, match="LSTM"):
+        run_folded(nn.LSTM(3, 4, batch_first=True), table, ids, lengths)
 
 
-def test_input_table_without_biases():
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_input_table_without_biases(cell):
     torch.manual_seed(0)
-    rnn = nn.LSTM(3, 4, batch_first=True, bias=False, bidirectional=True).eval()
+    rnn = CELLS[cell](3, 4, batch_first=True, bias=False, bidirectional=True).eval()
     embedding, ids = torch.randn(6, 3), torch.tensor([[1, 5, 2], [4, 0, 0]])
     lengths = torch.tensor([3, 1])
     with torch.no_grad():
@@ -83,7 +85,7 @@ def _unfolded_logits(model: Classifier, batch) -> torch.Tensor:
         return model.logits(batch).detach()
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 @pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, True)])
 def test_classifier_inference_from_the_table_equals_the_usual_path(
@@ -93,18 +95,18 @@ def test_classifier_inference_from_the_table_equals_the_usual_path(
                    learn_initial_state=True).eval()  # fmt: skip
     with torch.no_grad():
         model.encoder.initial_h.normal_()  # a non-zero learned state
-        if model.encoder.initial_c is not None:
-            model.encoder.initial_c.normal_()
         batch = _batch(model.vocab, TEXTS)
         assert model.encoder.folds(model.embedding, batch.token_ids)
         torch.testing.assert_close(model.logits(batch), _unfolded_logits(model, batch))
 
 
-def test_folding_only_in_inference_on_a_float_rnn(monkeypatch):
+def test_folding_only_in_inference_on_a_float_gru_or_rnn(monkeypatch):
     model = _model()
     ids = _batch(model.vocab, TEXTS).token_ids
     folds = model.encoder.folds
     with torch.no_grad():
+        lstm = _model(cell="lstm").eval()
+        assert not lstm.encoder.folds(lstm.embedding, ids)  # oneDNN's LSTM kernel instead
         assert not folds(model.embedding, ids)  # training mode: dropout is on
         model.eval()
         assert folds(model.embedding, ids)
@@ -119,7 +121,7 @@ def test_folding_only_in_inference_on_a_float_rnn(monkeypatch):
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_the_table_follows_every_weight_update(fused):
-    model = _model(cell="lstm", bidirectional=True)
+    model = _model(cell="gru", bidirectional=True)
     batch = _batch(model.vocab, TEXTS, [0, 1, 2])
     optimiser = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
     for _ in range(3):  # eval (the table is built), a training step, eval again
@@ -134,7 +136,7 @@ def test_the_table_follows_every_weight_update(fused):
     with torch.no_grad():
         model.embedding.weight.mul_(2.0)  # in place, outside any optimiser
         torch.testing.assert_close(model.logits(batch), _unfolded_logits(model, batch))
-        other = _model(cell="lstm", bidirectional=True).eval()
+        other = _model(cell="gru", bidirectional=True).eval()
         other.logits(batch)  # builds other's table from its own first weights
         other.load_state_dict(model.state_dict())  # copies into those weights in place
         torch.testing.assert_close(other.logits(batch), model.logits(batch))

@@ -23,9 +23,9 @@ class RNNEncoder(nn.Module):
     Padding never enters the recurrence. On CPU the padded batch is run one layer
     and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
     for all steps); on GPU, and int8-quantized, it is packed (cuDNN's kernels). In
-    inference on CPU, ``encode_tokens`` reads the first layer's input projections
-    from a table computed once per vocabulary entry (``run_folded``). All give the
-    same results.
+    inference on CPU, ``encode_tokens`` reads a GRU's or tanh RNN's first-layer
+    input projections from a table computed once per vocabulary entry
+    (``run_folded``). All give the same results.
 
     Args:
         input_size: features per time step.
@@ -114,10 +114,11 @@ class RNNEncoder(nn.Module):
     def folds(self, embedding: nn.Embedding, token_ids: torch.Tensor) -> bool:
         """Whether ``encode_tokens`` reads the first layer's inputs from the input
         table: in inference (eval mode, no autograd, no autocast) on CPU, with a float32
-        ``torch.nn`` RNN reading ``embedding`` directly and a table of at most
-        ``MAX_TABLE_BYTES``."""
+        ``torch.nn`` GRU or tanh RNN (an LSTM keeps oneDNN's kernel) reading
+        ``embedding`` directly and a table of at most ``MAX_TABLE_BYTES``."""
         return (
-            not self.training
+            self.rnn.mode in folded_rnn.FOLDABLE
+            and not self.training
             and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu")
             and prefers_padded(self.rnn, token_ids)
