@@ -134,8 +134,9 @@ class RNNEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """``self(embedding(token_ids), lengths, initial)`` from the input table, which
         is computed on first use and again after any optimiser step or any change to the
-        storage or version counter of a weight it depends on; only where ``folds``
-        says so.
+        storage or version counter of a weight it depends on (writes through a
+        weight's ``.data`` bypass its version counter and are not seen); only where
+        ``folds`` says so.
 
         Args:
             embedding: the token embeddings the first layer reads.
