@@ -14,7 +14,7 @@ class LinearChainCRF(nn.Module):
     Keeps ``torchcrf.CRF`` for the parameters (and so its checkpoints' keys). The
     likelihood, Viterbi, k-best Viterbi and forward-backward marginals (per-token tag
     posteriors) are this module's: pytorch-crf's likelihood recorded every step of
-    its two Python loops over time for autograd, which took 12-27% of a tagger
+    its two Python loops over time for autograd, which took 8-27% of a tagger
     training step; here the gold path's score is a few batched gathers, and the
     log-partition's gradient comes from one backward recursion and batched
     marginals (``_LogPartition``). Masks must be left-aligned (real tokens first)
