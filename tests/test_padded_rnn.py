@@ -87,12 +87,12 @@ def test_run_padded_rejects_time_major():
         run_padded(nn.GRU(3, 4), torch.randn(2, 3, 3), torch.tensor([3, 3]))
 
 
-def test_encoder_last_states_are_the_final_real_states():
+def test_encoder_top_states_are_the_final_real_states():
     torch.manual_seed(0)
     encoder = RNNEncoder(3, 4, num_layers=2, cell="gru", bidirectional=True).eval()
     x, lengths = torch.randn(3, 6, 3), torch.tensor([6, 2, 4])
-    out, _ = encoder(x, lengths)
-    last = encoder.last_states(x, lengths)
+    out, final = encoder(x, lengths)
+    last = encoder.top_states(final)
     forward = out[torch.arange(3), lengths - 1, :4]
     backward = out[:, 0, 4:]
     torch.testing.assert_close(last, torch.cat([forward, backward], dim=-1))

@@ -165,12 +165,6 @@ class RNNEncoder(nn.Module):
         directions = 2 if self.rnn.bidirectional else 1
         return torch.cat(list(final[-directions:]), dim=-1)
 
-    def last_states(
-        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
-    ) -> torch.Tensor:
-        """The top layer's final states, (batch, output_size), as ``top_states``."""
-        return self.top_states(self(inputs, lengths, initial)[1])
-
 
 class _TableCache:
     """One input table and the key of the weights it was computed from. Not part of
