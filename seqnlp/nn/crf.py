@@ -136,8 +136,7 @@ class LinearChainCRF(nn.Module):
         alphas = forward_scores(emissions, mask, crf.start_transitions, crf.transitions)
         betas = backward_scores(emissions, mask, crf.transitions, crf.end_transitions)
         log_z = torch.logsumexp(alphas[-1] + crf.end_transitions, dim=1)  # (batch,)
-        post = (alphas + betas - log_z.view(1, -1, 1)).exp()  # (time, batch, tags)
-        return post.transpose(0, 1) * mask.unsqueeze(-1)
+        return unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
 
 
 def forward_scores(
@@ -181,6 +180,15 @@ def backward_scores(
     return betas
 
 
+def unary_marginals(
+    alphas: torch.Tensor, betas: torch.Tensor, log_z: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """p(y_t = k) (time, batch, tags) from ``forward_scores``, ``backward_scores`` and
+    log Z (batch,); exactly zero at padding (masked before the exponential)."""
+    keep = mask.t().unsqueeze(2)  # (time, batch, 1)
+    return (alphas + betas - log_z.view(1, -1, 1)).masked_fill(~keep, float("-inf")).exp()
+
+
 class _LogPartition(torch.autograd.Function):
     """log Z (batch,) of a CRF, with the gradient from forward-backward: d log Z / d
     emission[t, k] is the marginal p(y_t = k), d log Z / d transition[i, j] the sum
@@ -212,7 +220,7 @@ class _LogPartition(torch.autograd.Function):
         keep = mask.t().unsqueeze(2)  # (time, batch, 1)
         g = grad.view(1, batch, 1)
         z = log_z.view(1, batch, 1)
-        unary = (alphas + betas - z).masked_fill(~keep, float("-inf")).exp() * g  # (t, b, tags)
+        unary = unary_marginals(alphas, betas, log_z, mask) * g  # (time, batch, tags)
         grad_end = ((alphas[-1] + end - log_z.unsqueeze(1)).exp() * grad.unsqueeze(1)).sum(0)
         grad_trans = torch.zeros_like(trans)
         if time > 1:  # pair[t-1, b, i, j]: log p(y_t-1 = i, y_t = j), masked where t is padding
