@@ -45,13 +45,13 @@ from typing import Any
 import torch
 import yaml
 
+from seqnlp.checkpoints import load_system
 from seqnlp.data import ClassificationDataModule, TaggingDataModule, TranslationDataModule
-from seqnlp.metrics import entity_scores
-from seqnlp.predict import ClassificationPredictor, TaggingPredictor, TranslationPredictor
+from seqnlp.metrics import entity_scores, translation_scores
+from seqnlp.predict import PREDICTORS
 from seqnlp.quantize import quantize
 from seqnlp.tasks import Classifier, Tagger, Translator
 from seqnlp.tasks.base import System
-from seqnlp.tasks.translator import corpus_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -150,12 +150,17 @@ def time_training(
     return out
 
 
-def timed_predict(predictor, items: list, args: argparse.Namespace) -> tuple[float, list[dict]]:
-    """Sentences/s of the predictor over ``items`` after a one-batch warm-up, and its records
-    (``--predict_batch`` inputs a batch, ``--parallel_batches`` batches at once)."""
-    batch_size = predictor.batch_size = args.predict_batch
-    predictor.parallel_batches = args.parallel_batches
-    predictor.predict(items[:batch_size])  # warm-up
+def predictor(model: System, args: argparse.Namespace, **options: Any) -> Any:
+    """The model's predictor as ``seqnlp.load`` builds it (``--predict_batch`` inputs a
+    batch, ``--parallel_batches`` batches at once)."""
+    options = {**model.predictor_options(), **options}
+    return PREDICTORS[model.task](model.network, model.codec, batch_size=args.predict_batch,
+                                  parallel_batches=args.parallel_batches, **options)  # fmt: skip
+
+
+def timed_predict(predictor, items: list) -> tuple[float, list[dict]]:
+    """Sentences/s of the predictor over ``items`` after a one-batch warm-up, and its records."""
+    predictor.predict(items[: predictor.batch_size])  # warm-up
     start = time.perf_counter()
     records = predictor.predict(items)
     return len(items) / (time.perf_counter() - start), records
@@ -168,7 +173,7 @@ def time_prediction(
     """``out[key]``: the median sentences/s of ``--predict_repeats`` timed passes over
     ``items``, each by a fresh predictor (no cache carried over) after a one-batch
     warm-up; ``out[key + "_runs"]``: every pass."""
-    runs = sorted(timed_predict(make_predictor(), items, args)[0]
+    runs = sorted(timed_predict(make_predictor(), items)[0]
                   for _ in range(args.predict_repeats))  # fmt: skip
     out[key] = runs[len(runs) // 2]
     out[key + "_runs"] = runs
@@ -194,17 +199,17 @@ def compare_int8(
     """
     path = args.checkpoints.get(task)
     if path:
-        model = System.load(path)
+        model = load_system(path)
     out: dict[str, Any] = {
         "model": f"checkpoint {path}" if path else f"fresh, {args.steps} training steps",
         "examples": len(items),
     }
     for precision in ("fp32", "int8"):
         if precision == "int8":
-            out["quantized_modules"] = quantize(model, "int8")
+            out["quantized_modules"] = quantize(model.network, "int8")
         for suffix in make_predictors(model):
             runs = [
-                timed_predict(make_predictors(model)[suffix], items, args)
+                timed_predict(make_predictors(model)[suffix], items)
                 for _ in range(args.quantize_repeats)
             ]  # fresh predictors: no warm caches
             rate, records = max(runs, key=lambda run: run[0])  # the least disturbed run
@@ -233,7 +238,7 @@ def build(
         model_args, data_args = {**model_args, **model_peer}, {**data_args, **data_peer}
     data = data_cls(**data_args)
     data.setup("fit")
-    return data, model_cls(data.vocab, **model_args), lr
+    return data, model_cls(data.codec, **model_args), lr
 
 
 def real_tokens(batch) -> dict[str, int]:
@@ -261,16 +266,17 @@ def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
     def flops_of(batch) -> float:
         n = int(batch.lengths.sum())
         chars = int((batch.char_ids != 0).sum())
-        f = rnn_flops(n, model.encoder.rnn.input_size, h.hidden_size, "lstm", 2, h.num_layers)
+        encoder = model.network.encoder
+        f = rnn_flops(n, encoder.rnn.input_size, h.hidden_size, "lstm", 2, h.num_layers)
         if h.char_encoder == "lstm":
             f += rnn_flops(chars, h.char_dim, h.char_hidden, "lstm", 2, 1)
-        return f + n * 2 * model.encoder.output_size * len(data.vocab.tags)
+        return f + n * 2 * encoder.output_size * len(data.codec.tags)
 
     out = training_stats(model, data, lr, args, flops_of)
     sentences = [r["tokens"] for r in data.raw("validation")]
     for confidence in (False, True):
         key = f"predict_sentences_per_s{'_with_confidence' if confidence else ''}"
-        make = partial(TaggingPredictor, model, confidence=confidence)
+        make = partial(predictor, model, args, confidence=confidence)
         time_prediction(out, key, make, sentences, args)
     if args.quantize:
         gold = data.raw("validation")["tags"][: args.quantize_examples]
@@ -279,7 +285,7 @@ def bench_tagging(args: argparse.Namespace) -> dict[str, Any]:
             return {"f1": entity_scores(gold, [r["tags"] for r in records])["f1"]}
 
         out["int8"] = compare_int8(
-            "tagging", model, lambda m: {"": TaggingPredictor(m, confidence=False)},
+            "tagging", model, lambda m: {"": predictor(m, args, confidence=False)},
             sentences[: args.quantize_examples], f1, args,
         )  # fmt: skip
     return out
@@ -294,12 +300,11 @@ def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
     def flops_of(batch) -> float:
         n = int(batch.lengths.sum())
         f = rnn_flops(n, h.embedding_dim, h.hidden_size, h.cell, directions, h.num_layers)
-        return f + len(batch) * 2 * model.encoder.output_size * len(data.vocab.labels)
+        return f + len(batch) * 2 * model.network.encoder.output_size * len(data.codec.labels)
 
     out = training_stats(model, data, lr, args, flops_of)
     texts = list(data.raw("validation")["text"])
-    time_prediction(out, "predict_sentences_per_s", partial(ClassificationPredictor, model),
-                    texts, args)  # fmt: skip
+    time_prediction(out, "predict_sentences_per_s", partial(predictor, model, args), texts, args)
     if args.quantize:
         gold = data.raw("validation")["label"][: args.quantize_examples]
 
@@ -308,7 +313,7 @@ def bench_classification(args: argparse.Namespace) -> dict[str, Any]:
             return {"accuracy": 100 * right / len(gold)}
 
         out["int8"] = compare_int8(
-            "classification", model, lambda m: {"": ClassificationPredictor(m)},
+            "classification", model, lambda m: {"": predictor(m, args)},
             texts[: args.quantize_examples], accuracy, args,
         )  # fmt: skip
     return out
@@ -321,7 +326,7 @@ def bench_translation(args: argparse.Namespace) -> dict[str, Any]:
     enc, dec, vocab = (
         2 * h.hidden_size,
         h.decoder_hidden_size or h.hidden_size,
-        len(data.vocab.target),
+        len(data.codec.target),
     )
 
     def flops_of(batch) -> float:
@@ -341,19 +346,19 @@ def bench_translation(args: argparse.Namespace) -> dict[str, Any]:
     out = training_stats(model, data, lr, args, flops_of, counts_of)
     sources = list(data.raw("validation")["source"])
     for beam in (1, 5):
-        make = partial(TranslationPredictor, model, beam_size=beam)
+        make = partial(predictor, model, args, beam_size=beam)
         time_prediction(out, f"predict_sentences_per_s_beam{beam}", make, sources, args)
     out["predict_sentences_per_s"] = out["predict_sentences_per_s_beam1"]
     if args.quantize:
         references = data.raw("validation")["target"][: args.quantize_examples]
 
         def bleu(records: list[dict]) -> dict[str, float]:
-            scores = corpus_scores([r["translation"] for r in records], references)
+            scores = translation_scores([r["translation"] for r in records], references)
             return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
         out["int8"] = compare_int8(
             "translation", model,
-            lambda m: {f"_beam{b}": TranslationPredictor(m, beam_size=b) for b in (1, 5)},
+            lambda m: {f"_beam{b}": predictor(m, args, beam_size=b) for b in (1, 5)},
             sources[: args.quantize_examples], bleu, args,
         )  # fmt: skip
     return out

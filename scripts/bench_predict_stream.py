@@ -31,13 +31,14 @@ from typing import Any
 
 import torch
 
-from seqnlp.data.readers import iter_lines, read_conll
+from seqnlp.checkpoints import CKPT_KEY, read_checkpoint
+from seqnlp.data.lines import iter_lines
 from seqnlp.data.sources import resolve_named
+from seqnlp.data.tagging_readers import read_conll
 from seqnlp.predict import (
     ClassificationPredictor,
     Predictor,
     TaggingPredictor,
-    TranslationPredictor,
     load,
     predict_file,
 )
@@ -139,9 +140,10 @@ def main() -> None:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         rss_before_model = rss_mb()
-        predictor = load(args.ckpt_path, batch_size=args.batch_size, quantize=args.quantize)
-        if isinstance(predictor, TranslationPredictor):
-            predictor = TranslationPredictor(predictor.system, args.batch_size, args.beam_size)
+        task = read_checkpoint(args.ckpt_path)[CKPT_KEY]["task"]
+        options = {"beam_size": args.beam_size} if task == "translation" else {}
+        predictor = load(args.ckpt_path, batch_size=args.batch_size, quantize=args.quantize,
+                         **options)  # fmt: skip
         if args.input:
             input_path = Path(args.input)
             lines = sum(1 for _ in iter_lines(input_path))
@@ -152,7 +154,7 @@ def main() -> None:
             print(f"wrote {lines:,} lines to {input_path} in {time.perf_counter() - start:.1f}s")
         sampler = RSSSampler(args.interval)
         rss_loaded = rss_mb()
-        print(f"task {predictor.system.task}, {args.threads} threads, batch {args.batch_size}, "
+        print(f"task {predictor.task}, {args.threads} threads, batch {args.batch_size}, "
               f"chunk {args.chunk_size}; RSS {rss_before_model:.0f} MB before the model, "
               f"{rss_loaded:.0f} MB with it loaded")  # fmt: skip
         rows: list[dict[str, float]] = []
@@ -176,7 +178,7 @@ def main() -> None:
         sampler.stop()
     assert written == lines, (written, lines)
     result = {
-        "checkpoint": args.ckpt_path, "task": predictor.system.task, "lines": lines,
+        "checkpoint": args.ckpt_path, "task": predictor.task, "lines": lines,
         "threads": args.threads, "batch_size": args.batch_size, "chunk_size": args.chunk_size,
         "quantize": args.quantize, "seconds": elapsed, "sentences_per_s": lines / elapsed,
         "rss_before_model_mb": rss_before_model, "rss_model_loaded_mb": rss_loaded,

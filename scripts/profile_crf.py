@@ -40,9 +40,9 @@ def main() -> None:
         data_args = {**data_args, **PEER["tagging"][1]}
     data = TaggingDataModule(**data_args)
     data.setup("fit")
-    model = Tagger(data.vocab, **model_args)
+    model = Tagger(data.codec, **model_args)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as the recipes
-    assert model.crf is not None
+    assert model.network.crf is not None
     times: dict[str, float] = defaultdict(float)
     batches = iter(data.train_dataloader())
 
@@ -62,7 +62,7 @@ def main() -> None:
         # the two parts' graphs, timed apart: the CRF runs on a detached copy
         leaf = emissions.detach().requires_grad_()
         with timed("CRF log-likelihood forward"):
-            nll = model.crf.neg_log_likelihood(leaf, batch.tags, batch.mask)
+            nll = model.network.crf.neg_log_likelihood(leaf, batch.tags, batch.mask)
         optimiser.zero_grad(set_to_none=True)
         with timed("CRF backward"):
             nll.backward()
@@ -79,7 +79,7 @@ def main() -> None:
             with timed("emissions forward"):
                 emissions = model.emissions(batch)
             with timed("Viterbi decoding"):
-                model.crf.decode(emissions, batch.mask)
+                model.network.crf.decode(emissions, batch.mask)
     report("prediction (validation split, batch 256)", times)
 
 

@@ -59,14 +59,14 @@ def main() -> None:
             wall = time.perf_counter() - start
             best = next(run.glob("runs/sentiment/tb/version_*/checkpoints/best-*.ckpt"))
             predictor = seqnlp.load(str(best), batch_size=256)
-            system = predictor.system
+            network = predictor.network
             scores = predictor.evaluate(test_path)
             accuracies = val_accuracies(run)
             row = {
                 "model": name,
-                "parameters": sum(p.numel() for p in system.parameters()),
-                "encoder_parameters": sum(p.numel() for p in system.encoder.parameters()),
-                "embedding_parameters": system.embedding.weight.numel(),
+                "parameters": sum(p.numel() for p in network.parameters()),
+                "encoder_parameters": sum(p.numel() for p in network.encoder.parameters()),
+                "embedding_parameters": network.embedding.weight.numel(),
                 "epochs": len(accuracies),
                 "best_epoch": accuracies.index(max(accuracies)),
                 "val_accuracy": max(accuracies),

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from seqnlp.predict import Predictor
 
+try:  # the one version string is pyproject.toml's, as installed
+    __version__ = version("seqnlp")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
-def load(path: str, batch_size: int = 64, quantize: str | None = None) -> Predictor:
+
+def load(path: str | Path, **options: Any) -> Predictor:
     """Load a checkpoint for prediction: ``seqnlp.load(path).predict(texts)``.
 
-    ``quantize="int8"`` quantizes the recurrent and linear layers (CPU only).
+    Every prediction option is given here (``device``, ``quantize="int8"``,
+    ``batch_size``, ``parallel_batches``, ``confidence``, ``n_best``, ``beam_size``,
+    ``length_penalty``, ``max_tokens``): see ``seqnlp.predict.load``.
     """
     from seqnlp.predict import load as _load
 
-    return _load(path, batch_size=batch_size, quantize=quantize)
+    return _load(path, **options)
 
 
 __all__ = ["__version__", "load"]

@@ -1,4 +1,5 @@
-"""Corpus-level metrics, computed once on the predictions of every rank."""
+"""Every scorer: entities (seqeval), classification, translation (sacreBLEU), each
+computed once on the predictions of every rank gathered."""
 
 from __future__ import annotations
 
@@ -103,3 +104,21 @@ def classification_scores(
     scores["macro_f1"] = 100 * sum(f1s) / max(k, 1)
     scores["confusion"] = confusion
     return scores
+
+
+def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """sacreBLEU corpus BLEU and chrF of detokenised text, with their signatures
+    (``bleu_signature``, ``chrf_signature``); one reference per hypothesis."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} translations but {len(references)} references")
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
+    chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
+    return {
+        "bleu": bleu_score.score,
+        "chrf": chrf_score.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }

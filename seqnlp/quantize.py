@@ -1,10 +1,10 @@
-"""Int8 dynamic quantization of a loaded system, for prediction on the CPU.
+"""Int8 dynamic quantization of a network, for prediction on the CPU.
 
-``quantize(system, "int8")`` swaps, in place, the modules that torch's dynamic
+``quantize(network, "int8")`` swaps, in place, the modules that torch's dynamic
 quantization supports for int8 versions (``torch.ao.quantization.quantize_dynamic``
 with ``qint8`` weights): weights are stored as int8 once, activations are quantized
 on the fly per batch, and the matrix products run in int8 (fbgemm / x86 / qnnpack
-kernels). What each system has:
+kernels). What each network has:
 
 - recurrent layers ``nn.LSTM`` / ``nn.GRU`` (the shared encoder, the character
   LSTM, the translator's decoder, which runs them one step at a time) and the
@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
 
-Quantization = Literal["int8"]
 CHOICES: tuple[str, ...] = ("int8",)
 
 #: the module types handed to ``quantize_dynamic`` (all it supports for qint8).
@@ -99,4 +97,4 @@ def is_quantized(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
 
 
-__all__ = ["CHOICES", "DYNAMIC_TYPES", "Quantization", "check_cpu", "is_quantized", "quantize"]
+__all__ = ["CHOICES", "DYNAMIC_TYPES", "check_cpu", "is_quantized", "quantize"]

@@ -260,9 +260,6 @@ class SentencePieceTokenizer:
         """Id of ``</s>`` (-1 when the model was trained without ``bos_eos``)."""
         return self.processor.eos_id()
 
-    def pieces(self, text: str) -> list[str]:
-        return self.processor.encode(text.lower() if self.lowercase else text, out_type=str)
-
     def encode(self, text: str) -> list[int]:
         return self.processor.encode(text.lower() if self.lowercase else text)
 

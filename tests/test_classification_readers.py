@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from seqnlp.data.readers import iter_lines
-from seqnlp.data.text_readers import read_labelled_text, text_format
+from seqnlp.data.classification_readers import read_labelled_text, text_format
+from seqnlp.data.lines import iter_lines
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -254,3 +254,27 @@ def test_missing_named_dataset_is_one_line_saying_what_to_put_where(tmp_path, mo
     assert err[0].startswith("seqnlp: error: named dataset conll2002_es:train not found at ")
     assert str(tmp_path / "data" / "conll2002" / "esp.train") in err[0]
     assert "Set $SEQNLP_DATA" in err[0] and "network disabled" in err[0]
+
+
+def test_version_is_the_one_in_pyproject():
+    import re
+    from importlib.metadata import version
+
+    import seqnlp
+
+    declared = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert declared is not None
+    assert seqnlp.__version__ == version("seqnlp") == declared.group(1)
+    run = subprocess.run([sys.executable, "-m", "seqnlp", "--version"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert run.stdout == f"seqnlp {declared.group(1)}\n"
+
+
+def test_an_option_for_another_task_is_refused(trained, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Ana vive en Lima\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
+              "--beam_size", "3"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "a tagging model takes no beam_size option" in capsys.readouterr().err

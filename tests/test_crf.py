@@ -401,7 +401,7 @@ def test_char_lstm_word_vector_is_final_states_of_bilstm():
     with torch.no_grad():
         out = module(ids)
         x = module.embedding(torch.tensor([WORD]))
-        seq, _ = module.lstm(x)
+        seq, _ = module.encoder.rnn(x)
     expected = torch.cat([seq[0, -1, :3], seq[0, 0, 3:]])
     torch.testing.assert_close(out[0, 1], expected, atol=1e-6, rtol=0)
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import write_conll
 from test_translation_data import write_pairs
 
-from seqnlp.predict import TranslationPredictor, load
+from seqnlp.predict import load
 
 ROOT = Path(__file__).resolve().parents[1]
 NER = str(ROOT / "recipes" / "quickstart" / "ner.yaml")
@@ -132,9 +132,7 @@ def test_two_process_translator_fit_and_validation_equal_one_process(mt_run):
     _seqnlp(["evaluate", "--ckpt_path", ckpt, "--input", str(cwd / "dev"), "--src_lang", "de",
              "--tgt_lang", "en", "--beam_size", "2", "--output", str(scores), "--devices", "2",
              "--accelerator", "cpu"], cwd)  # fmt: skip
-    alone = TranslationPredictor(load(ckpt).system, beam_size=2).evaluate(
-        cwd / "dev", src_lang="de", tgt_lang="en"
-    )
+    alone = load(ckpt, beam_size=2).evaluate(str(cwd / "dev"), src_lang="de", tgt_lang="en")
     shared = json.loads(scores.read_text(encoding="utf-8"))
     assert shared["pairs"] == 25
     for key in ("bleu", "chrf"):

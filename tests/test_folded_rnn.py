@@ -17,7 +17,7 @@ from seqnlp.nn.encoder import RNNEncoder
 from seqnlp.nn.folded_rnn import input_table, run_folded
 from seqnlp.quantize import quantize
 from seqnlp.tasks import Classifier
-from tests.test_classifier import SAMPLE, _batch, _vocab
+from tests.test_classifier import SAMPLE, _batch, _codec
 from tests.test_padded_rnn import CELLS, packed_reference
 
 
@@ -73,15 +73,20 @@ def test_input_table_without_biases(cell):
 def _model(**kwargs) -> Classifier:
     torch.manual_seed(0)
     args = {"embedding_dim": 8, "cell": "gru", "hidden_size": 6, **kwargs}
-    return Classifier(_vocab(), **args)
+    return Classifier(_codec(), **args)
 
 
 TEXTS = ["the film is good .", SAMPLE[0], "a dull movie with a dull cast and a weak ending ."]
 
 
+def _folds(model: Classifier, token_ids: torch.Tensor) -> bool:
+    network = model.network
+    return network.encoder.recurrence(token_ids, network.embedding) == "folded"
+
+
 def _unfolded_logits(model: Classifier, batch) -> torch.Tensor:
-    with torch.enable_grad():  # autograd on: `folds` says no, the usual path runs
-        assert not model.encoder.folds(model.embedding, batch.token_ids)
+    with torch.enable_grad():  # autograd on: the encoder does not fold, the usual path runs
+        assert not _folds(model, batch.token_ids)
         return model.logits(batch).detach()
 
 
@@ -94,35 +99,34 @@ def test_classifier_inference_from_the_table_equals_the_usual_path(
     model = _model(cell=cell, pooling=pooling, num_layers=layers, bidirectional=bidirectional,
                    learn_initial_state=True).eval()  # fmt: skip
     with torch.no_grad():
-        model.encoder.initial_h.normal_()  # a non-zero learned state
-        batch = _batch(model.vocab, TEXTS)
-        assert model.encoder.folds(model.embedding, batch.token_ids)
+        model.network.encoder.initial_h.normal_()  # a non-zero learned state
+        batch = _batch(model.codec, TEXTS)
+        assert _folds(model, batch.token_ids)
         torch.testing.assert_close(model.logits(batch), _unfolded_logits(model, batch))
 
 
 def test_folding_only_in_inference_on_a_float_gru_or_rnn(monkeypatch):
     model = _model()
-    ids = _batch(model.vocab, TEXTS).token_ids
-    folds = model.encoder.folds
+    ids = _batch(model.codec, TEXTS).token_ids
     with torch.no_grad():
         lstm = _model(cell="lstm").eval()
-        assert not lstm.encoder.folds(lstm.embedding, ids)  # oneDNN's LSTM kernel instead
-        assert not folds(model.embedding, ids)  # training mode: dropout is on
+        assert not _folds(lstm, ids)  # oneDNN's LSTM kernel instead
+        assert not _folds(model, ids)  # training mode: dropout is on
         model.eval()
-        assert folds(model.embedding, ids)
+        assert _folds(model, ids)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not folds(model.embedding, ids)
+            assert not _folds(model, ids)
         monkeypatch.setattr(folded_rnn, "MAX_TABLE_BYTES", 100)
-        assert not folds(model.embedding, ids)  # the table would be too large
+        assert not _folds(model, ids)  # the table would be too large
         monkeypatch.undo()
-        quantize(model, "int8")
-        assert not folds(model.embedding, ids)  # int8 RNNs keep their own kernels
+        quantize(model.network, "int8")
+        assert model.network.encoder.recurrence(ids, model.network.embedding) == "packed"
 
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_the_table_follows_every_weight_update(fused):
     model = _model(cell="gru", bidirectional=True)
-    batch = _batch(model.vocab, TEXTS, [0, 1, 2])
+    batch = _batch(model.codec, TEXTS, [0, 1, 2])
     optimiser = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
     for _ in range(3):  # eval (the table is built), a training step, eval again
         model.eval()
@@ -134,7 +138,7 @@ def test_the_table_follows_every_weight_update(fused):
         optimiser.step()
     model.eval()
     with torch.no_grad():
-        model.embedding.weight.mul_(2.0)  # in place, outside any optimiser
+        model.network.embedding.weight.mul_(2.0)  # in place, outside any optimiser
         torch.testing.assert_close(model.logits(batch), _unfolded_logits(model, batch))
         other = _model(cell="gru", bidirectional=True).eval()
         other.logits(batch)  # builds other's table from its own first weights
@@ -156,8 +160,40 @@ def test_copies_and_pickles_do_not_carry_the_table():
 def test_collated_batches_in_any_order():
     # Rows arrive unsorted from a predictor; the result must follow the input order.
     model = _model(cell="gru", bidirectional=True, pooling="max").eval()
-    examples = [{"token_ids": model.vocab.encode_text(t)} for t in TEXTS]
+    examples = [{"token_ids": model.codec.encode_text(t)} for t in TEXTS]
     with torch.no_grad():
         forward = model.logits(collate_classification(examples))
         backward = model.logits(collate_classification(examples[::-1]))
     torch.testing.assert_close(forward, backward.flip(0))
+
+
+def test_importing_seqnlp_registers_no_process_wide_hook():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch.optim.optimizer as o, torch.nn.modules.module as m\n"
+        "import seqnlp.cli, seqnlp.models, seqnlp.nn.folded_rnn, seqnlp.predict, seqnlp.tasks\n"
+        "print(len(o._global_optimizer_pre_hooks), len(o._global_optimizer_post_hooks),\n"
+        "      len(m._global_forward_hooks), len(m._global_forward_pre_hooks))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["0", "0", "0", "0"]
+
+
+def test_the_table_is_computed_anew_after_a_mode_change():
+    encoder = RNNEncoder(8, 6, cell="gru").eval()
+    embedding = nn.Embedding(20, 8)
+    ids, lengths = torch.randint(0, 20, (2, 5)), torch.tensor([5, 3])
+    with torch.no_grad():
+        encoder.encode_tokens(embedding, ids, lengths)
+        assert encoder._table._entry is not None
+        encoder.train().eval()  # as around a training phase: weights may have changed
+        assert encoder._table._entry is None
+        # a fused optimiser's step does not bump version counters; the mode change is
+        # what invalidates the table, as the next call shows
+        embedding.weight.data.add_(1.0)
+        folded = encoder.encode_tokens(embedding, ids, lengths)[0]
+    with torch.enable_grad():
+        plain = encoder(embedding(ids), lengths)[0].detach()
+    torch.testing.assert_close(folded, plain)

@@ -106,6 +106,6 @@ def test_char_lstm_equals_packed():
     flat = ids.view(-1, 3)
     lengths = (flat != 0).sum(1)
     real = lengths > 0
-    _, h = packed_reference(chars.lstm, chars.embedding(flat[real]), lengths[real], None)
+    _, h = packed_reference(chars.encoder.rnn, chars.embedding(flat[real]), lengths[real], None)
     torch.testing.assert_close(out.view(-1, 8)[real], torch.cat([h[0], h[1]], dim=-1))
     assert (out.view(-1, 8)[~real] == 0).all()

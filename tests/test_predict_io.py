@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqnlp.data.classification import ClassificationVocab
-from seqnlp.data.tagging import TaggingVocab
+from seqnlp.data.classification import ClassificationCodec
+from seqnlp.data.tagging import TaggingCodec
 from seqnlp.predict import ClassificationPredictor, TaggingPredictor, predict_file
 from seqnlp.tasks import Classifier, Tagger
 from seqnlp.tokenization import Vocab, WordTokenizer
@@ -28,16 +28,23 @@ LINE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n"
 
 @pytest.fixture(scope="module")
 def tagger() -> TaggingPredictor:
-    vocab = TaggingVocab.fit(TAGGING_RECORDS)
-    return TaggingPredictor(Tagger(vocab, word_dim=8, char_dim=4, char_hidden=4, hidden_size=4),
-                            batch_size=3)  # fmt: skip
+    codec = TaggingCodec.fit(TAGGING_RECORDS)
+    model = Tagger(codec, word_dim=8, char_dim=4, char_hidden=4, hidden_size=4)
+    return TaggingPredictor(model.network, codec, batch_size=3)
 
 
 @pytest.fixture(scope="module")
 def classifier() -> ClassificationPredictor:
-    vocab = ClassificationVocab(WordTokenizer.fit(["a good film", "a bad film"]),
+    codec = ClassificationCodec(WordTokenizer.fit(["a good film", "a bad film"]),
                                 Vocab(["neg", "pos"], pad=None, unk=None))  # fmt: skip
-    return ClassificationPredictor(Classifier(vocab, embedding_dim=4, hidden_size=4), batch_size=3)
+    model = Classifier(codec, embedding_dim=4, hidden_size=4)
+    return ClassificationPredictor(model.network, codec, batch_size=3)
+
+
+def _in_parallel(predictor, batches: int = 2):
+    """The same predictor, built to predict ``batches`` batches at once."""
+    return type(predictor)(predictor.network, predictor.codec, batch_size=predictor.batch_size,
+                           parallel_batches=batches)  # fmt: skip
 
 
 def _round_trip(predictor, lines: list[str], output_name: str) -> list[str]:
@@ -110,15 +117,10 @@ def test_parallel_batches_give_the_same_records_and_restore_threads(which, reque
 
     predictor = request.getfixturevalue(which)
     lines = [f"Ana vive en Lima {i} " * (1 + i % 5) for i in range(40)] + ["", "a good film"]
-    predictor.parallel_batches = 1
     serial = predictor.predict(lines)
     threads = torch.get_num_threads()
     seen: list[int] = []
-    predictor.parallel_batches = 2
-    try:
-        parallel = predictor.predict(lines, on_batch=seen.append)
-    finally:
-        predictor.parallel_batches = 1
+    parallel = _in_parallel(predictor).predict(lines, on_batch=seen.append)
     assert torch.get_num_threads() == threads
     assert sum(seen) == len(lines)  # progress still reported, in the calling thread
     _same_records(serial, parallel)
@@ -136,10 +138,6 @@ def test_parallel_batches_pass_errors_on_and_restore_threads(classifier, monkeyp
         return own(self, items)
 
     monkeypatch.setattr(type(classifier), "predict_batch", failing)
-    classifier.parallel_batches = 2
-    try:
-        with pytest.raises(RuntimeError, match="boom in a batch"):
-            classifier.predict(["a good film"] * 10 + ["boom boom boom boom"])
-    finally:
-        classifier.parallel_batches = 1
+    with pytest.raises(RuntimeError, match="boom in a batch"):
+        _in_parallel(classifier).predict(["a good film"] * 10 + ["boom boom boom boom"])
     assert torch.get_num_threads() == threads

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from seqnlp.cli import main
-from seqnlp.data.classification import ClassificationVocab
-from seqnlp.data.tagging import TaggingVocab
-from seqnlp.predict import ClassificationPredictor, count_lines, predict_file, read_inputs
+from seqnlp.data.classification import ClassificationCodec
+from seqnlp.data.tagging import TaggingCodec
+from seqnlp.predict import ClassificationPredictor, predict_file, read_inputs
+from seqnlp.predict.files import count_lines
 from seqnlp.tasks import Classifier, Tagger
 from seqnlp.tokenization import Vocab, WordTokenizer
 
@@ -20,9 +21,10 @@ LINES = [f"a {'good' if i % 3 else 'bad'} film number {i}" for i in range(50)]
 @pytest.fixture()
 def classifier() -> ClassificationPredictor:
     torch.manual_seed(0)
-    vocab = ClassificationVocab(WordTokenizer.fit(["a good film", "a bad film"]),
+    codec = ClassificationCodec(WordTokenizer.fit(["a good film", "a bad film"]),
                                 Vocab(["neg", "pos"], pad=None, unk=None))  # fmt: skip
-    return ClassificationPredictor(Classifier(vocab, embedding_dim=4, hidden_size=4), batch_size=8)
+    model = Classifier(codec, embedding_dim=4, hidden_size=4)
+    return ClassificationPredictor(model.network, codec, batch_size=8)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,7 @@ def test_chunks_stay_bounded(classifier, tmp_path, monkeypatch):
 
 def _tagger_checkpoint(tmp_path: Path) -> Path:
     records = [{"tokens": ["Ana", "vive", "en", "Lima"], "tags": ["B-PER", "O", "O", "B-LOC"]}]
-    model = Tagger(TaggingVocab.fit(records), word_dim=4, char_dim=2, char_hidden=2, hidden_size=2)
+    model = Tagger(TaggingCodec.fit(records), word_dim=4, char_dim=2, char_hidden=2, hidden_size=2)
     ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
     model.on_save_checkpoint(ckpt)
     torch.save(ckpt, tmp_path / "tagger.ckpt")

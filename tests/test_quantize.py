@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_sentence
+from contract import predictor_of
 from test_translation_data import WORDS_DE, WORDS_EN
 from torch import nn
 
 import seqnlp
 from seqnlp.cli import main
-from seqnlp.data.classification import ClassificationVocab, collate_classification
+from seqnlp.data.classification import ClassificationCodec, collate_classification
+from seqnlp.data.classification_readers import read_labelled_text
 from seqnlp.data.sources import resolve_named
-from seqnlp.data.tagging import TaggingVocab, collate_tagging
-from seqnlp.data.text_readers import read_labelled_text
-from seqnlp.data.translation import TranslationVocab, collate_translation
+from seqnlp.data.tagging import TaggingCodec, collate_tagging
+from seqnlp.data.translation import TranslationCodec, collate_translation
 from seqnlp.predict import (
     ClassificationPredictor,
     Predictor,
@@ -69,38 +70,38 @@ def _ner_sentences(n: int, seed: int) -> list[dict[str, list[str]]]:
     return out
 
 
-def _tagging_batches(vocab: TaggingVocab, records: list[dict], size: int = 16) -> list:
+def _tagging_batches(codec: TaggingCodec, records: list[dict], size: int = 16) -> list:
     batches = []
     for start in range(0, len(records), size):
         encoded = []
         for r in records[start : start + size]:
-            words, chars = vocab.encode_tokens(r["tokens"])
+            words, chars = codec.encode_tokens(r["tokens"])
             encoded.append({"word_ids": words, "char_ids": chars,
-                            "tag_ids": vocab.encode_tags(r["tags"])})  # fmt: skip
+                            "tag_ids": codec.encode_tags(r["tags"])})  # fmt: skip
         batches.append(collate_tagging(encoded))
     return batches
 
 
 def _tagger(steps: int, **options) -> Tagger:
     records = _ner_sentences(160, seed=1)
-    vocab = TaggingVocab.fit(records, tag_scheme="bioes")
+    codec = TaggingCodec.fit(records, tag_scheme="bioes")
     torch.manual_seed(0)
-    model = Tagger(vocab, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16, dropout=0.0,
+    model = Tagger(codec, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16, dropout=0.0,
                    **options)  # fmt: skip
-    return _train(model, _tagging_batches(vocab, records), steps)
+    return _train(model, _tagging_batches(codec, records), steps)
 
 
 def _classifier(steps: int, **options) -> Classifier:
     labels = Vocab(sorted({r["label"] for r in SENTIMENT}), pad=None, unk=None)
-    vocab = ClassificationVocab(WordTokenizer.fit([r["text"] for r in SENTIMENT]), labels)
+    codec = ClassificationCodec(WordTokenizer.fit([r["text"] for r in SENTIMENT]), labels)
     torch.manual_seed(0)
-    model = Classifier(vocab, embedding_dim=32, hidden_size=32, embedding_dropout=0.0,
+    model = Classifier(codec, embedding_dim=32, hidden_size=32, embedding_dropout=0.0,
                        head_dropout=0.0, **options)  # fmt: skip
     batches = []
     for start in range(0, len(SENTIMENT), 32):
         rows = SENTIMENT[start : start + 32]
         batches.append(collate_classification(
-            [{"token_ids": vocab.encode_text(r["text"]), "label_id": labels.index(r["label"])}
+            [{"token_ids": codec.encode_text(r["text"]), "label_id": labels.index(r["label"])}
              for r in rows]))  # fmt: skip
     return _train(model, batches, steps, lr=0.005)
 
@@ -116,14 +117,14 @@ def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
 
 def _translator(steps: int, **options) -> Translator:
     pairs = _pairs(400, seed=0)
-    vocab = TranslationVocab.fit([s for s, _ in pairs], [t for _, t in pairs], vocab_size=40)
+    codec = TranslationCodec.fit([s for s, _ in pairs], [t for _, t in pairs], vocab_size=40)
     torch.manual_seed(0)
-    model = Translator(vocab, embedding_dim=24, hidden_size=32, dropout=0.0, label_smoothing=0.0,
+    model = Translator(codec, embedding_dim=24, hidden_size=32, dropout=0.0, label_smoothing=0.0,
                        **options)  # fmt: skip
-    bos, eos = vocab.target.bos_id, vocab.target.eos_id
+    bos, eos = codec.target.bos_id, codec.target.eos_id
     batches = [
-        collate_translation([{"source_ids": vocab.encode_source(s),
-                              "target_ids": vocab.encode_target(t)}
+        collate_translation([{"source_ids": codec.encode_source(s),
+                              "target_ids": codec.encode_target(t)}
                              for s, t in pairs[start : start + 32]], bos, eos)
         for start in range(0, len(pairs), 32)
     ]  # fmt: skip
@@ -161,24 +162,24 @@ def test_quantized_modules_are_swapped_and_predictions_keep_their_shape(case, ca
     build, predictor_cls = CASES[case]
     fp32 = build()
     int8 = build()  # the same seed: the same weights
-    recurrent = [n for n, m in int8.named_modules() if isinstance(m, nn.RNNBase)]
-    linear = [n for n, m in int8.named_modules() if type(m) is nn.Linear]
+    recurrent = [n for n, m in int8.network.named_modules() if isinstance(m, nn.RNNBase)]
+    linear = [n for n, m in int8.network.named_modules() if type(m) is nn.Linear]
     with caplog.at_level(logging.INFO, logger="seqnlp.quantize"):
-        names = quantize(int8)
+        names = quantize(int8.network)
     assert "int8 dynamic quantization" in caplog.text and "kept fp32" in caplog.text
-    modules = dict(int8.named_modules())
+    modules = dict(int8.network.named_modules())
     for name in linear:
         assert is_quantized(modules[name]) and name in names, name
     for name in recurrent:
         # torch has no dynamic int8 nn.RNN: it stays as it was
-        expected = type(dict(fp32.named_modules())[name]) is not nn.RNN
+        expected = type(dict(fp32.network.named_modules())[name]) is not nn.RNN
         assert is_quantized(modules[name]) == expected, name
-    embeddings = [n for n, m in fp32.named_modules() if isinstance(m, nn.Embedding)]
+    embeddings = [n for n, m in fp32.network.named_modules() if isinstance(m, nn.Embedding)]
     assert embeddings and all(type(modules[n]) is nn.Embedding for n in embeddings)
 
     inputs = INPUTS[predictor_cls]
-    a = predictor_cls(fp32, batch_size=3).predict(inputs)
-    b = predictor_cls(int8, batch_size=3).predict(inputs)
+    a = predictor_of(fp32, batch_size=3).predict(inputs)
+    b = predictor_of(int8, batch_size=3).predict(inputs)
     assert len(a) == len(b) == len(inputs)
     for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys()
@@ -199,11 +200,11 @@ def _agreement(a: list[dict], b: list[dict], key: str) -> float:
 def test_quantized_tagger_agrees_with_fp32_after_training():
     model = _tagger(150)
     sentences = [r["tokens"] for r in _ner_sentences(200, seed=7)]
-    fp32 = TaggingPredictor(model).predict(sentences)
+    fp32 = predictor_of(model).predict(sentences)
     gold = [r["tags"] for r in _ner_sentences(200, seed=7)]
     assert sum(p["tags"] == g for p, g in zip(fp32, gold, strict=True)) / len(gold) > 0.9
-    quantize(model)
-    int8 = TaggingPredictor(model).predict(sentences)
+    quantize(model.network)
+    int8 = predictor_of(model).predict(sentences)
     assert _agreement(fp32, int8, "tags") >= 0.95  # whole sentences tagged identically
     for x, y in zip(fp32, int8, strict=True):
         for e, f in zip(x["entities"], y["entities"], strict=False):
@@ -213,11 +214,11 @@ def test_quantized_tagger_agrees_with_fp32_after_training():
 
 def test_quantized_classifier_agrees_with_fp32_after_training():
     model = _classifier(60)
-    fp32 = ClassificationPredictor(model).predict(SENTIMENT_TEST)
+    fp32 = predictor_of(model).predict(SENTIMENT_TEST)
     gold = [r["label"] for r in read_labelled_text(resolve_named("sample_sentiment", "test"))]
     assert sum(p["label"] == g for p, g in zip(fp32, gold, strict=True)) / len(gold) > 0.9
-    quantize(model)
-    int8 = ClassificationPredictor(model).predict(SENTIMENT_TEST)
+    quantize(model.network)
+    int8 = predictor_of(model).predict(SENTIMENT_TEST)
     assert _agreement(fp32, int8, "label") >= 0.95
     gaps = [abs(x["probability"] - y["probabilities"][x["label"]])
             for x, y in zip(fp32, int8, strict=True)]  # fmt: skip
@@ -230,11 +231,11 @@ def test_quantized_translator_agrees_with_fp32_after_training():
     model = _translator(150)
     pairs = _pairs(60, seed=5)
     sources = [s for s, _ in pairs]
-    fp32 = TranslationPredictor(model, beam_size=3).predict(sources)
+    fp32 = predictor_of(model, beam_size=3).predict(sources)
     learnt = BLEU().corpus_score([x["translation"] for x in fp32], [[t for _, t in pairs]])
     assert learnt.score > 50  # 71.6 when this bar was set: the model has learnt something
-    quantize(model)
-    int8 = TranslationPredictor(model, beam_size=3).predict(sources)
+    quantize(model.network)
+    int8 = predictor_of(model, beam_size=3).predict(sources)
     assert _agreement(fp32, int8, "translation") >= 0.8  # 0.93 when this bar was set
     same = CHRF().corpus_score([y["translation"] for y in int8], [[x["translation"] for x in fp32]])
     assert same.score > 90
@@ -245,13 +246,14 @@ def test_checkpoint_is_unchanged_and_loads_as_fp32_again(tmp_path):
     ckpt = _save(model, tmp_path / "clf.ckpt")
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     predictor = seqnlp.load(str(ckpt), quantize="int8")
-    assert is_quantized(predictor.system.encoder.rnn) and is_quantized(predictor.system.head[-1])
+    network = predictor.network
+    assert is_quantized(network.encoder.rnn) and is_quantized(network.head[-1])
     predictor.predict(SENTIMENT_TEST[:10])
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
     again = load(ckpt)
-    assert type(again.system.encoder.rnn) is nn.LSTM
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(again.system.state_dict()[name], value, msg=name)
+    assert type(again.network.encoder.rnn) is nn.LSTM
+    for name, value in model.network.state_dict().items():
+        torch.testing.assert_close(again.network.state_dict()[name], value, msg=name)
 
 
 def test_quantization_refuses_other_devices_and_modes():
@@ -265,7 +267,7 @@ def test_quantization_refuses_other_devices_and_modes():
 
 
 def test_cli_predict_and_evaluate_with_int8(tmp_path, capsys):
-    model = _classifier(20)
+    model = _classifier(60)  # trained: it predicts both labels
     ckpt = _save(model, tmp_path / "clf.ckpt")
     src = tmp_path / "in.txt"
     src.write_text("\n".join([*SENTIMENT_TEST[:30], ""]) + "\n", encoding="utf-8")
@@ -275,7 +277,7 @@ def test_cli_predict_and_evaluate_with_int8(tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 31 and records[-1]["label"] is None
     assert records[0]["text"] == SENTIMENT_TEST[0] and records[0]["label"] is not None
-    plain = ClassificationPredictor(model).predict(SENTIMENT_TEST[:30])
+    plain = predictor_of(model).predict(SENTIMENT_TEST[:30])
     assert _agreement(plain, records[:30], "label") >= 0.9
 
     labelled = tmp_path / "test.txt"
@@ -290,4 +292,4 @@ def test_cli_predict_and_evaluate_with_int8(tmp_path, capsys):
 def test_load_without_quantize_keeps_fp32(tmp_path):
     ckpt = _save(_tagger(0), tmp_path / "tagger.ckpt")
     predictor: Predictor = seqnlp.load(str(ckpt))
-    assert type(predictor.system.encoder.rnn) is nn.LSTM
+    assert type(predictor.network.encoder.rnn) is nn.LSTM

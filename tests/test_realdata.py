@@ -10,7 +10,7 @@ import torch
 from conftest import real_data
 
 from seqnlp.data import ClassificationDataModule, TaggingDataModule, TranslationDataModule
-from seqnlp.data.readers import read_tagging_file
+from seqnlp.data.tagging_readers import read_tagging_file
 from seqnlp.metrics import entity_scores
 from seqnlp.predict import load
 from seqnlp.tasks import Classifier, Tagger, Translator
@@ -51,7 +51,7 @@ def test_short_training_on_conll2002_es_slice_learns_entities(tmp_path):
     data = TaggingDataModule(
         train=str(train), validation=str(dev), batch_size=16, cache_dir=str(tmp_path / "hf")
     )
-    model = Tagger(data.vocab, word_dim=64, char_hidden=25, hidden_size=100, dropout=0.3)
+    model = Tagger(data.codec, word_dim=64, char_hidden=25, hidden_size=100, dropout=0.3)
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.003)  # type: ignore[method-assign]
     trainer = pl.Trainer(
         max_epochs=3,
@@ -82,7 +82,7 @@ def test_short_training_on_sst2_beats_chance_by_far(tmp_path):
     are near 50%, where a model that ignores its input or its labels stays."""
     pl.seed_everything(1)
     data = ClassificationDataModule(dataset="sst2", batch_size=32, cache_dir=str(tmp_path / "hf"))
-    model = Classifier(data.vocab, embedding_dim=128, hidden_size=128, cell="lstm",
+    model = Classifier(data.codec, embedding_dim=128, hidden_size=128, cell="lstm",
                        embedding_dropout=0.3, head_dropout=0.3)  # fmt: skip
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.003)  # type: ignore[method-assign]
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
@@ -108,7 +108,7 @@ def test_short_training_on_a_multi30k_slice_translates(tmp_path):
         train=str(tmp_path / "train"), validation=str(tmp_path / "val"), vocab_size=2000,
         batch_size=32, cache_dir=str(tmp_path / "hf"),
     )  # fmt: skip
-    model = Translator(data.vocab, embedding_dim=128, hidden_size=128, dropout=0.1)
+    model = Translator(data.codec, embedding_dim=128, hidden_size=128, dropout=0.1)
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.002)  # type: ignore[method-assign]
     trainer = pl.Trainer(max_epochs=4, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path,

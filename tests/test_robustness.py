@@ -11,11 +11,11 @@ import pytorch_lightning as pl
 import torch
 from conftest import write_conll
 
+from seqnlp.checkpoints import load_system
 from seqnlp.cli import main
 from seqnlp.data import ClassificationDataModule, TaggingDataModule
 from seqnlp.predict import ClassificationPredictor, TaggingPredictor, load
 from seqnlp.tasks import Classifier, Tagger
-from seqnlp.tasks.base import System
 
 ROOT = Path(__file__).resolve().parents[1]
 NER_RECIPE = str(ROOT / "recipes" / "quickstart" / "ner.yaml")
@@ -47,7 +47,7 @@ def tagger_ckpt(ner_files, tmp_path_factory) -> Path:
     pl.seed_everything(0)
     data = TaggingDataModule(train=str(ner_files["train"]), tag_scheme="bioes", batch_size=16,
                              cache_dir=str(root / "hf"))  # fmt: skip
-    model = Tagger(data.vocab, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
+    model = Tagger(data.codec, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
     trainer = _trainer(root)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(root / "tagger.ckpt")
@@ -61,7 +61,7 @@ def clf_ckpt(tmp_path_factory) -> Path:
     pl.seed_everything(0)
     data = ClassificationDataModule(dataset="sample_sentiment", batch_size=32,
                                     cache_dir=str(root / "hf"))  # fmt: skip
-    model = Classifier(data.vocab, embedding_dim=16, hidden_size=16)
+    model = Classifier(data.codec, embedding_dim=16, hidden_size=16)
     trainer = _trainer(root)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(root / "clf.ckpt")
@@ -150,7 +150,7 @@ def test_truncated_checkpoint_cannot_be_read(tagger_ckpt, tmp_path):
     assert str(cut) in str(err.value)
 
 
-@pytest.mark.parametrize("class_path", ["robustness_payload.Model", "seqnlp.data.TaggingVocab"])
+@pytest.mark.parametrize("class_path", ["robustness_payload.Model", "seqnlp.data.TaggingCodec"])
 def test_checkpoint_naming_a_class_outside_seqnlp_is_refused(
     class_path, tagger_ckpt, tmp_path, monkeypatch
 ):
@@ -165,7 +165,7 @@ def test_checkpoint_naming_a_class_outside_seqnlp_is_refused(
     path = tmp_path / "forged.ckpt"
     torch.save(forged, path)
     with pytest.raises(ValueError, match="not a seqnlp system"):
-        System.load(path)
+        load_system(path)
     with pytest.raises(ValueError, match="not a seqnlp system"):
         load(path)
     assert not marker.exists()  # refused before importing anything
@@ -206,9 +206,9 @@ def test_very_long_text_is_classified(clf_ckpt):
     assert isinstance(predictor, ClassificationPredictor)
     words = ["the", "film", "is", "good", "but", "the", "cast", "is", "dull"]
     text = " ".join(words[i % len(words)] for i in range(LONG))
-    assert len(predictor.system.vocab.encode_text(text)) == LONG  # not cut
+    assert len(predictor.codec.encode_text(text)) == LONG  # not cut
     record, short = predictor.predict([text, "a good film"])
-    labels = predictor.system.vocab.labels.itos
+    labels = predictor.codec.labels.itos
     assert record["text"] == text and record["label"] in labels
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert short == predictor.predict(["a good film"])[0]

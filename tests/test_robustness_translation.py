@@ -19,15 +19,18 @@ import pytest
 import pytorch_lightning as pl
 import test_robustness as robustness
 import torch
+from contract import predictor_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_translation_data import WORDS_DE, write_pairs
 
+from seqnlp.checkpoints import load_system
 from seqnlp.cli import main
 from seqnlp.data.parallel_readers import read_parallel
 from seqnlp.data.translation import TranslationDataModule
+from seqnlp.models import TranslatorNetwork
 from seqnlp.nn.search import Hypothesis
-from seqnlp.predict import TranslationPredictor, load, predict_file
+from seqnlp.predict import predict_file
 from seqnlp.tasks import Translator
 
 ROOT = robustness.ROOT
@@ -285,7 +288,7 @@ def mt_ckpt(tmp_path_factory) -> Path:
     pl.seed_everything(0)
     data = TranslationDataModule(train=str(write_pairs(root / "train", 200, 0)), vocab_size=60,
                                  batch_size=16, cache_dir=str(root / "hf"))  # fmt: skip
-    model = Translator(data.vocab, embedding_dim=8, hidden_size=8, dropout=0.0)
+    model = Translator(data.codec, embedding_dim=8, hidden_size=8, dropout=0.0)
     trainer = robustness._trainer(root)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(root / "mt.ckpt")
@@ -294,7 +297,7 @@ def mt_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def translator(mt_ckpt) -> Translator:
-    system = load(mt_ckpt).system
+    system = load_system(mt_ckpt)
     assert isinstance(system, Translator)
     return system
 
@@ -355,14 +358,14 @@ def _check_records(records: list[dict], text: list[str], sources: list[str]) -> 
 @given(lines=st.lists(LINE, min_size=1, max_size=10), beam=st.sampled_from([1, 3]),
        fmt=st.sampled_from(["text", "jsonl"]))  # fmt: skip
 def test_any_text_gives_one_translation_per_line_in_order(translator, lines, beam, fmt):
-    predictor = TranslationPredictor(translator, batch_size=3, beam_size=beam)
+    predictor = predictor_of(translator, batch_size=3, beam_size=beam)
     records, text = _translate_file(predictor, lines, fmt)
     _check_records(records, text, _as_read(lines, fmt))
 
 
 @pytest.mark.parametrize("beam", [1, 4])
 def test_odd_unicode_lines_translate_as_when_alone(translator, beam):
-    predictor = TranslationPredictor(translator, batch_size=4, beam_size=beam, n_best=min(beam, 2))
+    predictor = predictor_of(translator, batch_size=4, beam_size=beam, n_best=min(beam, 2))
     records, text = _translate_file(predictor, ODD_LINES, "text")
     _check_records(records, text, _as_read(ODD_LINES, "text"))
     alone = [predictor.predict([line])[0] for line in _as_read(ODD_LINES, "text")]
@@ -386,7 +389,7 @@ def test_bad_json_lines_input_names_file_and_line(translator, tmp_path, line, ma
     src.write_text('{"text": "der hund"}\n\n' + line + "\n", encoding="utf-8")
     out = tmp_path / "out.txt"
     with pytest.raises(ValueError, match=match) as info:
-        predict_file(TranslationPredictor(translator, beam_size=2), str(src), str(out))
+        predict_file(predictor_of(translator, beam_size=2), str(src), str(out))
     assert str(info.value).startswith(f"{src}:3: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no .part
 
@@ -426,57 +429,59 @@ LONG = 3_000
 def test_a_3000_word_source_is_translated_whole_in_a_batch_of_its_own(translator, monkeypatch):
     long = " ".join(WORDS_DE[i % len(WORDS_DE)] for i in range(LONG))
     lines = ["der hund läuft", long, "", "die katze schläft im park"] + ["im haus"] * 10
-    pieces = len(translator.vocab.encode_source(long))
+    pieces = len(translator.codec.encode_source(long))
     assert pieces >= LONG + 1  # every word, then </s>
     h = translator.hparams
     limit = math.ceil(h.max_length_ratio * pieces) + h.max_length_offset
     shapes: list[tuple[int, int]] = []  # (sentences, source pieces) of each batch
     lengths: dict[int, list[tuple[int, int]]] = {}  # source pieces: (output pieces, limit)
-    translate = translator.translate
+    network = translator.network
+    translate = network.translate
 
-    def spy(batch, *args, **kwargs):
-        shapes.append(tuple(batch.src_ids.shape))
-        found = translate(batch, *args, **kwargs)
-        for n, hyps, most in zip(batch.src_lengths.tolist(), found,
-                                 translator.max_lengths(batch).tolist(), strict=True):  # fmt: skip
+    def spy(state, bos, eos, max_lengths, *args, **kwargs):
+        shapes.append(tuple(state["mask"].shape))
+        found = translate(state, bos, eos, max_lengths, *args, **kwargs)
+        for n, hyps, most in zip(state["mask"].sum(dim=1).tolist(), found, max_lengths.tolist(),
+                                 strict=True):  # fmt: skip
             lengths.setdefault(n, []).append((len(hyps[0].tokens), most))
         return found
 
-    monkeypatch.setattr(translator, "translate", spy)
+    monkeypatch.setattr(network, "translate", spy)
     for beam in (1, 4):
         shapes.clear()
-        predictor = TranslationPredictor(translator, batch_size=64, beam_size=beam)
+        predictor = predictor_of(translator, batch_size=64, beam_size=beam)
         records = predictor.predict(lines)
         assert [r["source"] for r in records] == lines
         assert shapes[-1] == (1, pieces)  # encoded whole, alone
         assert all(rows * width <= predictor.max_tokens for rows, width in shapes)
         found, most = lengths.pop(pieces)[0]
         assert most == limit and found <= limit  # the output limit scales with the source
-        short = TranslationPredictor(translator, beam_size=beam).predict(lines[:1])
+        short = predictor_of(translator, beam_size=beam).predict(lines[:1])
         assert records[0] == short[0]  # not padded to the long source's length
 
 
 def test_beam_search_does_not_copy_the_encoder_states_at_every_step(translator, monkeypatch):
     source = " ".join(WORDS_DE[i % len(WORDS_DE)] for i in range(300))
     copies: list[int] = []
-    select = Translator._select
+    select = TranslatorNetwork.select
 
     def spy(state, index):
         out = select(state, index)
         copies.append(out["keys"].data_ptr())
         return out
 
-    step, eos = translator._step, translator.vocab.target.eos_id
+    network = translator.network
+    step, eos = network.log_prob_step, translator.codec.target.eos_id
 
     def never_ending(tokens, state):  # so that the search runs to the length limit
         log_probs, state = step(tokens, state)
         return log_probs.index_fill(1, torch.tensor([eos]), float("-inf")), state
 
-    monkeypatch.setattr(translator, "_step", never_ending)
-    monkeypatch.setattr(Translator, "_select", staticmethod(spy))
-    predictor = TranslationPredictor(translator, beam_size=4, n_best=4)
+    monkeypatch.setattr(network, "log_prob_step", never_ending)
+    monkeypatch.setattr(TranslatorNetwork, "select", staticmethod(spy))
+    predictor = predictor_of(translator, beam_size=4, n_best=4)
     found = predictor.predict([source, "der hund"])
-    pieces = len(translator.vocab.encode_source(source))
+    pieces = len(translator.codec.encode_source(source))
     h = translator.hparams
     steps = math.ceil(h.max_length_ratio * pieces) + h.max_length_offset
     assert len(copies) == 1 + steps  # expand to the beams, then one select per step
@@ -489,19 +494,19 @@ def test_beam_search_does_not_copy_the_encoder_states_at_every_step(translator, 
         rest = {k: v.index_select(0, index) for k, v in state.items() if k != "hidden"}
         return {**rest, "hidden": picked}
 
-    monkeypatch.setattr(Translator, "_select", staticmethod(copy_all))
+    monkeypatch.setattr(TranslatorNetwork, "select", staticmethod(copy_all))
     assert predictor.predict([source, "der hund"]) == found
 
 
 def test_a_translation_cut_by_the_length_limit_is_logged(translator, monkeypatch, caplog):
-    def translate(batch, beam_size=1, n_best=1, length_penalty=None, state=None):
-        limits = translator.max_lengths(batch).tolist()
+    def translate(state, bos, eos, max_lengths, *args):
+        limits = max_lengths.tolist()
         lengths = [limits[0], limits[1] - 1]  # the first reaches its limit, the second ends
         return [[Hypothesis([5] * n, -1.0, -1.0)] for n in lengths]
 
-    monkeypatch.setattr(translator, "translate", translate)
+    monkeypatch.setattr(translator.network, "translate", translate)
     with caplog.at_level(logging.WARNING, logger="seqnlp.predict"):
-        TranslationPredictor(translator, beam_size=1).predict(["der hund läuft", "die katze"])
+        predictor_of(translator, beam_size=1).predict(["der hund läuft", "die katze"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "length limit" in warnings[0] and "'die katze'" in warnings[0]  # shorter sorts first

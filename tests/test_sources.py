@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from seqnlp.data import sources
-from seqnlp.data.readers import read_tagging_file
 from seqnlp.data.sources import (
     CATALOG,
     PACKAGE_SAMPLES,
@@ -23,6 +22,7 @@ from seqnlp.data.sources import (
     resolve_named,
     sha256sum,
 )
+from seqnlp.data.tagging_readers import read_tagging_file
 
 SPLITS = ("train", "validation", "test")
 

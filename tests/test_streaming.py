@@ -125,7 +125,7 @@ def test_reservoir_sample_is_uniform_sized_and_in_order():
 
 def test_streamed_vocabularies_equal_the_cached_ones(tiny_ner, tmp_path):
     def both(cls, **kw):
-        return [cls(cache_dir=str(tmp_path / "hf"), streaming=s, **kw).vocab for s in (False, True)]
+        return [cls(cache_dir=str(tmp_path / "hf"), streaming=s, **kw).codec for s in (False, True)]
 
     cached, streamed = both(TaggingDataModule, train=str(tiny_ner["train"]))
     assert cached == streamed

@@ -1,56 +1,34 @@
-"""Contract tests of the tagger: gradients, save/load, batching invariance."""
+"""The tagger: learning, pretrained vectors, n-best paths, distinct-token batches (the
+contract every network and system keeps is in test_contract.py)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from contract import predictor_of
 
+from seqnlp.checkpoints import load_system
 from seqnlp.data import TaggingDataModule
-from seqnlp.data.readers import read_tagging_file
-from seqnlp.data.tagging import TaggingVocab, collate_distinct_tokens, collate_tagging
-from seqnlp.predict import TaggingPredictor, load
+from seqnlp.data.tagging import TaggingCodec, collate_distinct_tokens, collate_tagging
+from seqnlp.data.tagging_readers import read_tagging_file
+from seqnlp.predict import load
 from seqnlp.tasks import Tagger
-from seqnlp.tasks.base import System
 
 
-def _vocab(path: Path) -> TaggingVocab:
-    return TaggingVocab.fit(read_tagging_file(path), tag_scheme="bioes")
+def _codec(path: Path) -> TaggingCodec:
+    return TaggingCodec.fit(read_tagging_file(path), tag_scheme="bioes")
 
 
-def _batch(vocab: TaggingVocab, path: Path, n: int = 8):
+def _batch(codec: TaggingCodec, path: Path, n: int = 8):
     records = read_tagging_file(path)[:n]
     encoded = []
     for r in records:
-        w, c = vocab.encode_tokens(r["tokens"])
-        encoded.append({"word_ids": w, "char_ids": c, "tag_ids": vocab.encode_tags(r["tags"])})
+        w, c = codec.encode_tokens(r["tokens"])
+        encoded.append({"word_ids": w, "char_ids": c, "tag_ids": codec.encode_tags(r["tags"])})
     return collate_tagging(encoded)
-
-
-@pytest.mark.parametrize("char_encoder", ["lstm", "cnn", "none"])
-@pytest.mark.parametrize("head", ["crf", "softmax"])
-def test_every_parameter_receives_a_gradient(tiny_ner, char_encoder, head):
-    torch.manual_seed(0)
-    vocab = _vocab(tiny_ner["train"])
-    model = Tagger(
-        vocab,
-        word_dim=8,
-        char_encoder=char_encoder,
-        char_dim=4,
-        char_hidden=5,
-        hidden_size=6,
-        num_layers=2,
-        head=head,
-        dropout=0.1,
-    )
-    batch = _batch(vocab, tiny_ner["train"])
-    model.loss(model.emissions(batch), batch).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert p.grad.abs().sum() > 0, name
 
 
 def _fit(tiny_ner, tmp_path: Path, **model_args) -> tuple[pl.Trainer, Tagger, TaggingDataModule]:
@@ -63,7 +41,7 @@ def _fit(tiny_ner, tmp_path: Path, **model_args) -> tuple[pl.Trainer, Tagger, Ta
         cache_dir=str(tmp_path / "hf"),
     )
     model = Tagger(
-        data.vocab,
+        data.codec,
         word_dim=16,
         char_dim=8,
         char_hidden=8,
@@ -84,75 +62,38 @@ def _fit(tiny_ner, tmp_path: Path, **model_args) -> tuple[pl.Trainer, Tagger, Ta
     return trainer, model, data
 
 
-def test_training_learns_and_save_load_gives_identical_predictions(tiny_ner, tmp_path):
-    trainer, model, _ = _fit(tiny_ner, tmp_path)
+def test_training_learns_the_tiny_task(tiny_ner, tmp_path):
+    trainer, _, _ = _fit(tiny_ner, tmp_path)
     assert trainer.callback_metrics["val/f1"] > 80  # the tiny task is learnable
-    ckpt = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(ckpt)
-
-    loaded = System.load(ckpt)
-    assert isinstance(loaded, Tagger)
-    assert loaded.vocab == model.vocab
-    model.eval()
-    batch = _batch(model.vocab, tiny_ner["test"], n=16)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.emissions(batch), model.emissions(batch))
-
-    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])]
-    assert TaggingPredictor(model).predict(sentences) == load(ckpt).predict(sentences)
 
 
-def test_batched_prediction_equals_one_by_one(tiny_ner, tmp_path):
+def test_a_token_cache_smaller_than_the_text_gives_the_same_records(tiny_ner, tmp_path):
     _, model, _ = _fit(tiny_ner, tmp_path)
-    sentences: list[str | list[str]] = [
-        " ".join(r["tokens"]) for r in read_tagging_file(tiny_ner["test"])
-    ]
-    random.Random(0).shuffle(sentences)
-    sentences[3] = ""  # an empty sentence gives an empty record in place
-    sentences.append(["Ana", "vive", "en", "Lima", "Zzyzx-unseen"])
-    batched = TaggingPredictor(model, batch_size=7).predict(sentences)
-    single = [TaggingPredictor(model, batch_size=1).predict([s])[0] for s in sentences]
-    assert len(batched) == len(sentences)
-    for b, s in zip(batched, single, strict=True):
-        assert b["tags"] == s["tags"]
-        assert [e["type"] for e in b["entities"]] == [e["type"] for e in s["entities"]]
-        for eb, es in zip(b["entities"], s["entities"], strict=True):
-            assert eb["confidence"] == pytest.approx(es["confidence"], abs=1e-3)
-    assert batched[3] == {"tokens": [], "tags": [], "entities": []}
-    assert batched[-1]["tokens"][-1] == "Zzyzx-unseen"
-    # A token cache too small for the text is cleared and refilled: same output.
-    small = TaggingPredictor(model, batch_size=7)
-    small.token_cache_size = 3
-    assert small.predict(sentences) == batched and len(small._encoded) <= 3
-
-
-def test_softmax_head_trains_and_round_trips(tiny_ner, tmp_path):
-    trainer, model, _ = _fit(tiny_ner, tmp_path, head="softmax", char_encoder="cnn")
-    ckpt = tmp_path / "softmax.ckpt"
-    trainer.save_checkpoint(ckpt)
-    sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])]
-    assert load(ckpt).predict(sentences) == TaggingPredictor(model).predict(sentences)
+    sentences = [" ".join(r["tokens"]) for r in read_tagging_file(tiny_ner["test"])]
+    full = predictor_of(model, batch_size=7).predict(sentences)
+    small = predictor_of(model, batch_size=7, token_cache_size=3)
+    assert small.predict(sentences) == full and len(small._encoded) <= 3
 
 
 @pytest.mark.parametrize("header", [True, False])
 def test_pretrained_word_vectors_initialise_embeddings(tiny_ner, tmp_path, header):
-    vocab = _vocab(tiny_ner["train"])
+    codec = _codec(tiny_ner["train"])
     path = tmp_path / "vectors.txt"
     lines = ["2 4"] if header else []
-    lines += ["Ana 1 2 3 4", "madrid 0.5 0.5 0.5 0.5", "notinvocab 9 9 9 9"]
+    lines += ["Ana 1 2 3 4", "madrid 0.5 0.5 0.5 0.5", "notincodec 9 9 9 9"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    model = Tagger(vocab, word_dim=4, pretrained_embeddings=str(path))
+    model = Tagger(codec, word_dim=4, pretrained_embeddings=str(path))
     model.setup("fit")
-    weight = model.word_embedding.weight
-    assert weight[vocab.words.index("Ana")].tolist() == [1, 2, 3, 4]
-    assert weight[vocab.words.index("Madrid")].tolist() == [0.5] * 4  # lowercase match
-    assert weight[vocab.words.pad_id].abs().sum() == 0
+    weight = model.network.word_embedding.weight
+    assert weight[codec.words.index("Ana")].tolist() == [1, 2, 3, 4]
+    assert weight[codec.words.index("Madrid")].tolist() == [0.5] * 4  # lowercase match
+    assert weight[codec.words.pad_id].abs().sum() == 0
 
 
 def test_pretrained_vectors_of_wrong_size_name_file_and_line(tiny_ner, tmp_path):
     path = tmp_path / "vectors.txt"
     path.write_text("Ana 1 2 3 4\nLuis 1 2\n", encoding="utf-8")
-    model = Tagger(_vocab(tiny_ner["train"]), word_dim=4, pretrained_embeddings=str(path))
+    model = Tagger(_codec(tiny_ner["train"]), word_dim=4, pretrained_embeddings=str(path))
     with pytest.raises(ValueError, match=r"vectors.txt:2: expected a word and 4 numbers"):
         model.setup("fit")
 
@@ -187,7 +128,7 @@ def test_dataset_and_paths_together_are_refused(tiny_ner):
 def test_nbest_prediction_gives_probable_alternatives(tiny_ner, tmp_path):
     _, model, _ = _fit(tiny_ner, tmp_path)
     sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["test"])][:10]
-    records = TaggingPredictor(model, n_best=3).predict(sentences)
+    records = predictor_of(model, n_best=3).predict(sentences)
     for record in records:
         alternatives = record["n_best"]
         assert len(alternatives) == 3
@@ -195,14 +136,14 @@ def test_nbest_prediction_gives_probable_alternatives(tiny_ner, tmp_path):
         probs = [a["probability"] for a in alternatives]
         assert all(p > 0 for p in probs) and sum(probs) <= 1.0001
         assert len({tuple(a["tags"]) for a in alternatives}) == 3
-    assert TaggingPredictor(model).predict(sentences)[0].keys() == {"tokens", "tags", "entities"}
+    assert predictor_of(model).predict(sentences)[0].keys() == {"tokens", "tags", "entities"}
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_ner, tmp_path):
     pl.seed_everything(0)
     data = TaggingDataModule(train=str(tiny_ner["train"]), validation=str(tiny_ner["validation"]),
                              batch_size=8, cache_dir=str(tmp_path / "hf"))  # fmt: skip
-    model = Tagger(data.vocab, word_dim=8, char_dim=4, char_hidden=4, hidden_size=8)
+    model = Tagger(data.codec, word_dim=8, char_dim=4, char_hidden=4, hidden_size=8)
     real_loss = model.training_loss
 
     def loss_with_nan(batch):  # a NaN on the 20th step (epoch 1, as 15 batches make an epoch)
@@ -217,22 +158,22 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_
         trainer.fit(model, datamodule=data)
     last = tmp_path / "ckpt" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 15  # written after epoch 0
-    loaded = System.load(last)
+    loaded = load_system(last)
     assert all(torch.isfinite(p).all() for p in loaded.parameters())
 
 
 @pytest.mark.parametrize("char_encoder", ["lstm", "cnn"])
 def test_prediction_encodes_each_distinct_word_once_with_the_same_features(tiny_ner, char_encoder):
-    # Out of training, Tagger.word_char_features encodes the batch's distinct words once
+    # Out of training, word_char_features encodes the batch's distinct words once
     # and gathers; it must equal encoding every occurrence.
     torch.manual_seed(0)
-    vocab = _vocab(tiny_ner["train"])
-    model = Tagger(vocab, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
+    codec = _codec(tiny_ner["train"])
+    model = Tagger(codec, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
                    hidden_size=8).eval()  # fmt: skip
-    batch = _batch(vocab, tiny_ner["validation"], n=16)
+    batch = _batch(codec, tiny_ner["validation"], n=16)
     with torch.no_grad():
-        every = model.char_features(batch.char_ids)
-        distinct = model.word_char_features(batch.char_ids)
+        every = model.network.char_features(batch.char_ids)
+        distinct = model.network.word_char_features(batch.char_ids)
     words = batch.char_ids.view(-1, batch.char_ids.size(-1))
     assert len(torch.unique(words, dim=0)) < len(words)  # the batch repeats words
     torch.testing.assert_close(distinct, every)
@@ -242,18 +183,18 @@ def test_prediction_encodes_each_distinct_word_once_with_the_same_features(tiny_
 def test_distinct_token_batches_give_the_same_emissions(tiny_ner, char_encoder):
     # Prediction batches carry each distinct token's characters once (char_rows).
     torch.manual_seed(0)
-    vocab = _vocab(tiny_ner["train"])
-    model = Tagger(vocab, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
+    codec = _codec(tiny_ner["train"])
+    model = Tagger(codec, word_dim=8, char_encoder=char_encoder, char_dim=4, char_hidden=6,
                    hidden_size=8).eval()  # fmt: skip
     sentences = [r["tokens"] for r in read_tagging_file(tiny_ner["validation"])[:16]]
     sentences[1] = [*sentences[1], "Zzyzx-unseen", sentences[0][0]]
 
     def encode(token: str) -> tuple[int, list[int]]:
-        words, chars = vocab.encode_tokens([token])
+        words, chars = codec.encode_tokens([token])
         return words[0], chars[0]
 
     distinct = collate_distinct_tokens(sentences, encode)
-    every = collate_tagging([dict(zip(("word_ids", "char_ids"), vocab.encode_tokens(s),
+    every = collate_tagging([dict(zip(("word_ids", "char_ids"), codec.encode_tokens(s),
                                       strict=True)) for s in sentences])  # fmt: skip
     assert distinct.char_rows is not None
     n_tokens = sum(map(len, sentences))
@@ -279,7 +220,7 @@ def test_bf16_with_fused_adam_clips_gradients(tiny_ner, tmp_path, monkeypatch):
     pl.seed_everything(0)
     data = TaggingDataModule(train=str(tiny_ner["train"]), validation=str(tiny_ner["validation"]),
                              batch_size=8, cache_dir=str(tmp_path / "hf"))  # fmt: skip
-    model = Tagger(data.vocab, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
+    model = Tagger(data.codec, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
     model.configure_optimizers = lambda: torch.optim.Adam(  # type: ignore[method-assign]
         model.parameters(), lr=0.01, fused=True
     )

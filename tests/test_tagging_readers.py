@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from seqnlp.data.readers import read_conll, read_tagging_file, read_tagging_jsonl
-from seqnlp.data.tagging import TaggingVocab
+from seqnlp.data.tagging import TaggingCodec
+from seqnlp.data.tagging_readers import read_conll, read_tagging_file, read_tagging_jsonl
 from seqnlp.data.tagschemes import (
     convert,
     detect_scheme,
@@ -463,7 +463,7 @@ def test_normalize_word() -> None:
     assert normalize_word("3,14", zero_digits=True) == "0,00"
 
 
-# --- TaggingVocab ---------------------------------------------------------------------------
+# --- TaggingCodec ---------------------------------------------------------------------------
 
 RECORDS = [
     {
@@ -480,7 +480,7 @@ RECORDS = [
 
 @pytest.mark.parametrize("scheme", ["bioes", "iob2"])
 def test_tagging_vocab_fit_and_round_trip(scheme: str) -> None:
-    vocab = TaggingVocab.fit(RECORDS, tag_scheme=scheme)
+    vocab = TaggingCodec.fit(RECORDS, tag_scheme=scheme)
     # words: zero_digits by default; "en" is the most frequent word
     assert vocab.words.itos[:3] == [PAD, UNK, "en"]
     assert "0000" in vocab.words
@@ -498,7 +498,7 @@ def test_tagging_vocab_fit_and_round_trip(scheme: str) -> None:
     assert set(vocab.tags.itos) == expected_tags
 
     state = vocab.state_dict()
-    again = TaggingVocab.from_state(json.loads(json.dumps(state)))
+    again = TaggingCodec.from_state(json.loads(json.dumps(state)))
     assert again == vocab
     assert again.state_dict() == state
     for record in RECORDS:
@@ -508,11 +508,11 @@ def test_tagging_vocab_fit_and_round_trip(scheme: str) -> None:
         assert vocab.decode_tags(ids) == record["tags"]
         assert vocab.tags.decode(ids) == vocab.schemed(record["tags"])
     other = "iob2" if scheme == "bioes" else "bioes"
-    assert TaggingVocab.fit(RECORDS, tag_scheme=other) != vocab
+    assert TaggingCodec.fit(RECORDS, tag_scheme=other) != vocab
 
 
 def test_tagging_vocab_encodings() -> None:
-    vocab = TaggingVocab.fit(RECORDS, tag_scheme="bioes", max_word_chars=3)
+    vocab = TaggingCodec.fit(RECORDS, tag_scheme="bioes", max_word_chars=3)
     words, chars = vocab.encode_tokens(["Juan", "2024", "Zzz"])
     assert words[0] == vocab.words.index("Juan")
     assert words[1] == vocab.words.index("0000")  # normalised like training

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seqnlp.data.translation import TranslationDataModule, TranslationVocab
+from seqnlp.data.translation import TranslationCodec, TranslationDataModule
 
 WORDS_DE = ["der", "hund", "die", "katze", "läuft", "schläft", "im", "park", "haus", "rot"]
 WORDS_EN = ["the", "dog", "the", "cat", "runs", "sleeps", "in", "park", "house", "red"]
@@ -38,13 +38,13 @@ def test_vocab_round_trip_and_specials(pairs, tmp_path, joint):
         train=str(pairs["train"]), validation=str(pairs["dev"]), joint_vocab=joint,
         vocab_size=60, cache_dir=str(tmp_path / "hf"),
     )  # fmt: skip
-    vocab = data.vocab
+    vocab = data.codec
     # joint: the target side is the shared model's pieces that the targets use
     assert (getattr(vocab.target, "base", None) is vocab.source) == joint
     ids = vocab.encode_source("der hund läuft")
     assert ids[-1] == vocab.source.eos_id and vocab.source.bos_id not in ids
     assert vocab.decode_target(vocab.encode_target("the red house")) == "the red house"
-    again = TranslationVocab.from_state(vocab.state_dict())
+    again = TranslationCodec.from_state(vocab.state_dict())
     assert again == vocab and again.encode_source("im park") == vocab.encode_source("im park")
 
 
@@ -54,7 +54,7 @@ def test_batches_shift_targets_and_mask_padding(pairs, tmp_path):
         cache_dir=str(tmp_path / "hf"),
     )  # fmt: skip
     data.setup("fit")
-    bos, eos = data.vocab.target.bos_id, data.vocab.target.eos_id
+    bos, eos = data.codec.target.bos_id, data.codec.target.eos_id
     seen = 0
     for batch in data.train_dataloader():
         assert batch.tgt_in is not None and batch.tgt_out is not None and batch.tgt_mask is not None
@@ -67,7 +67,7 @@ def test_batches_shift_targets_and_mask_padding(pairs, tmp_path):
                 batch.src_ids[row][~batch.src_mask[row]] == 0
             ).all()
         assert (
-            batch.src_ids[range(len(batch)), batch.src_lengths - 1] == data.vocab.source.eos_id
+            batch.src_ids[range(len(batch)), batch.src_lengths - 1] == data.codec.source.eos_id
         ).all()
         seen += len(batch)
     assert seen == 200
@@ -103,7 +103,7 @@ def test_joint_target_side_keeps_only_the_pieces_targets_use(pairs, tmp_path):
         return TranslationDataModule(
             train=str(pairs["train"]), vocab_size=60, target_pieces=target_pieces,
             cache_dir=str(tmp_path / "hf"),
-        ).vocab  # fmt: skip
+        ).codec  # fmt: skip
 
     used, full = vocab("used"), vocab("all")
     assert used.source.state_dict() == full.source.state_dict() and full.target is full.source
@@ -118,10 +118,10 @@ def test_joint_target_side_keeps_only_the_pieces_targets_use(pairs, tmp_path):
         ]
     assert used.target.unk_id in used.encode_target("hund")  # a German-only word
     assert (used.target.pad_id, used.target.bos_id, used.target.eos_id) == (0, 2, 3)
-    again = TranslationVocab.from_state(used.state_dict())
+    again = TranslationCodec.from_state(used.state_dict())
     assert again == used and again.encode_target("the red house") == used.encode_target(
         "the red house"
     )
     # a checkpoint written before target pieces existed loads with the full model
     old = {k: v for k, v in full.state_dict().items() if k != "target_pieces"}
-    assert TranslationVocab.from_state(old) == full
+    assert TranslationCodec.from_state(old) == full

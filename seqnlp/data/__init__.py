@@ -1,16 +1,16 @@
 """Readers, data sources, batching and the task DataModules."""
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.classification import ClassificationDataModule, ClassificationVocab
-from seqnlp.data.tagging import TaggingDataModule, TaggingVocab
-from seqnlp.data.translation import TranslationDataModule, TranslationVocab
+from seqnlp.data.classification import ClassificationCodec, ClassificationDataModule
+from seqnlp.data.tagging import TaggingCodec, TaggingDataModule
+from seqnlp.data.translation import TranslationCodec, TranslationDataModule
 
 __all__ = [
+    "ClassificationCodec",
     "ClassificationDataModule",
-    "ClassificationVocab",
     "SeqDataModule",
+    "TaggingCodec",
     "TaggingDataModule",
-    "TaggingVocab",
+    "TranslationCodec",
     "TranslationDataModule",
-    "TranslationVocab",
 ]

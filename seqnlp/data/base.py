@@ -1,8 +1,9 @@
 """The DataModule machinery that every task shares.
 
 A task's DataModule says how to read one file (``file_reader``), how to turn a
-hub dataset into canonical records (``from_hub``), how to fit its vocabularies
-(``vocab``), how to encode records to ids (``encoder``) and how to pad a batch
+hub dataset into canonical records (``from_hub``), how to fit its codec (its
+tokenizers, vocabularies and label set: ``codec``), how to encode records to ids
+(``encoder``) and how to pad a batch
 (``collate``). This base resolves the data sources, caches raw and encoded splits
 as Hugging Face datasets, and builds length-bucketed, rank-aware loaders.
 """
@@ -25,10 +26,10 @@ from seqnlp.data.resumable import ResumableDataLoader
 from seqnlp.data.sources import (
     CATALOG,
     Source,
+    checksummed,
     load_hub,
     parse_source,
     resolve_named,
-    sha256sum,
 )
 from seqnlp.data.streaming import (
     RecordStream,
@@ -128,7 +129,7 @@ class SeqDataModule(pl.LightningDataModule):
         self._train_kept: bytearray | None = None  # streaming: one flag per example
         self.datasets: dict[str, datasets.Dataset] = {}
         self._raw: dict[str, datasets.Dataset] = {}
-        self._vocab: Any = None
+        self._codec: Any = None
 
     # -- what a task provides -------------------------------------------------
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
@@ -146,8 +147,8 @@ class SeqDataModule(pl.LightningDataModule):
     def check_split(self, split: str, dataset: datasets.Dataset) -> None:
         """Raise ValueError when a split holds labels that training never saw."""
 
-    def fit_vocab(self, train: datasets.Dataset | RecordStream) -> Any:
-        """The task's vocabularies (tokenizers, label sets) fit on the training records
+    def fit_codec(self, train: datasets.Dataset | RecordStream) -> Any:
+        """The task's codec (tokenizers, vocabularies, label set) fit on the training records
         (a ``RecordStream`` when streaming: iterate it, or a column of it, in one pass)."""
         raise NotImplementedError
 
@@ -156,12 +157,12 @@ class SeqDataModule(pl.LightningDataModule):
         return None
 
     @property
-    def vocab(self) -> Any:
-        """The vocabularies, fit on the training split on first use and kept."""
-        if self._vocab is None:
+    def codec(self) -> Any:
+        """The codec, fit on the training split on first use and kept."""
+        if self._codec is None:
             train = RecordStream(self.stream("train")) if self.streaming else self.raw("train")
-            self._vocab = self.fit_vocab(train)
-        return self._vocab
+            self._codec = self.fit_codec(train)
+        return self._codec
 
     # -- shared machinery -----------------------------------------------------
     def source_of(self, split: str) -> str:
@@ -202,10 +203,7 @@ class SeqDataModule(pl.LightningDataModule):
             # resolve_named has verified the file against the catalog's digest.
             path = resolve_named(source.name, source.split)
             return str(path), CATALOG[source.name].splits[source.split].sha256
-        try:
-            return source.spec, sha256sum(source.spec)
-        except OSError as err:
-            raise ValueError(f"{source.spec}: cannot read data file ({err.strerror})") from None
+        return checksummed(source.spec)
 
     def _read_cached(self, path: str, checksum: str) -> datasets.Dataset:
         """Read ``path`` through ``Dataset.from_generator``, cached under ``checksum``."""
@@ -253,13 +251,14 @@ class SeqDataModule(pl.LightningDataModule):
         """The length by which examples are bucketed (tokens of ``length_column``)."""
         return [len(x) for x in self.datasets[split][self.length_column]]
 
-    def _world_and_rank(self) -> tuple[int, int]:
-        """The trainer's data-parallel world size and this process's rank (1, 0 alone)."""
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's rank in the trainer's data-parallel world and the world's size
+        (0 and 1 alone), in the order of ``seqnlp.distributed.rank_and_world``."""
         trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
 
     def _sampler(self, split: str, batch_size: int, shuffle: bool) -> BucketBatchSampler:
-        world, rank = self._world_and_rank()
+        rank, world = self._rank_and_world()
         lengths = self.example_lengths(split)
         return BucketBatchSampler(
             lengths,
@@ -298,7 +297,7 @@ class SeqDataModule(pl.LightningDataModule):
         if self._train_kept is None:
             self.setup("fit")
         assert self._train_kept is not None
-        world, rank = self._world_and_rank()
+        rank, world = self._rank_and_world()
         batches = StreamingBatches(
             self.stream("train"), self.encoder(), self.train_filter(), self._train_kept,
             self.example_length, self.collate, self.batch_size, self.pool_factor,

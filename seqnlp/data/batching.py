@@ -11,10 +11,13 @@ divisible when needed, as ``DistributedSampler`` does).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Sampler
+
+T = TypeVar("T")
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -87,26 +90,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool = self.batch_size * self.pool_factor if self.shuffle else max(n, 1)
         batches: list[list[int]] = []
         for start in range(0, n, pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
-            batches.extend(self._cut(chunk))
+            chunk = order[start : start + pool]
+            batches += length_sorted_batches(
+                chunk, self.lengths.__getitem__, self.batch_size, self.max_tokens
+            )
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=gen).tolist()
             batches = [batches[i] for i in perm]
         return batches
-
-    def _cut(self, chunk: list[int]) -> list[list[int]]:
-        """Cut a length-sorted chunk into batches (by count, and by tokens if budgeted)."""
-        if self.max_tokens is None:
-            return [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        batches: list[list[int]] = [[]]
-        for i in chunk:  # ascending length: the newest example is the longest
-            full = len(batches[-1]) >= self.batch_size
-            if batches[-1] and (full or (len(batches[-1]) + 1) * self.lengths[i] > self.max_tokens):
-                batches.append([])
-            batches[-1].append(i)
-        return [b for b in batches if b]
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
@@ -130,6 +123,25 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool = self.batch_size * self.pool_factor
         full, rest = divmod(n, pool)
         return full * math.ceil(pool / self.batch_size) + math.ceil(rest / self.batch_size)
+
+
+def length_sorted_batches(
+    items: Iterable[T], length_of: Callable[[T], int], batch_size: int,
+    max_tokens: int | None = None,
+) -> list[list[T]]:  # fmt: skip
+    """``items`` sorted by length (stably: equal lengths keep their order) and cut into
+    batches of at most ``batch_size`` items and, with ``max_tokens``, of at most that many
+    padded tokens (items x the longest length): a long item does not pad a whole batch to
+    its length, and one longer than the budget is a batch of its own. What the map-style
+    sampler, streaming and prediction all cut their pools with."""
+    batches: list[list[T]] = [[]]
+    for item in sorted(items, key=length_of):  # ascending: the newest item is the longest
+        batch = batches[-1]
+        over = max_tokens is not None and (len(batch) + 1) * length_of(item) > max_tokens
+        if batch and (len(batch) >= batch_size or over):
+            batches.append(batch := [])
+        batch.append(item)
+    return [b for b in batches if b]
 
 
 def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Text-classification data: tokenizer and label vocabulary, batches, the DataModule."""
+"""Text-classification data: the codec (tokenizer and labels), batches, the DataModule."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_with_lengths
-from seqnlp.data.text_readers import TextFormat, read_labelled_text
+from seqnlp.data.classification_readers import TextFormat, read_labelled_text
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
     StateEquality,
@@ -25,8 +25,9 @@ from seqnlp.tokenization import (
 log = logging.getLogger(__name__)
 
 
-class ClassificationVocab(StateEquality):
-    """The tokenizer and the label set; stored in every classifier checkpoint.
+class ClassificationCodec(StateEquality):
+    """The classifier's codec: the tokenizer and the label set; stored in every
+    classifier checkpoint.
 
     Labels are ordered alphabetically, so class ids do not depend on frequencies.
     """
@@ -42,7 +43,7 @@ class ClassificationVocab(StateEquality):
         return {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ClassificationVocab:
+    def from_state(cls, state: dict[str, Any]) -> ClassificationCodec:
         return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]))
 
 
@@ -62,12 +63,12 @@ class ClassificationBatch:
 
 
 def encode_classification(
-    batch: dict[str, list[Any]], vocab: ClassificationVocab
+    batch: dict[str, list[Any]], codec: ClassificationCodec
 ) -> dict[str, list[Any]]:
     """``Dataset.map`` function (batched): text and label to ids."""
-    out: dict[str, list[Any]] = {"token_ids": [vocab.encode_text(t) for t in batch["text"]]}
+    out: dict[str, list[Any]] = {"token_ids": [codec.encode_text(t) for t in batch["text"]]}
     if "label" in batch:
-        out["label_id"] = [vocab.labels.index(label) for label in batch["label"]]
+        out["label_id"] = [codec.labels.index(label) for label in batch["label"]]
     return out
 
 
@@ -153,7 +154,7 @@ class ClassificationDataModule(SeqDataModule):
             for row in hub
         ]  # fmt: skip
 
-    def fit_vocab(self, train: Any) -> ClassificationVocab:
+    def fit_codec(self, train: Any) -> ClassificationCodec:
         h = self.hparams
         texts = train["text"]
         tokenizer: Tokenizer
@@ -166,18 +167,18 @@ class ClassificationDataModule(SeqDataModule):
             tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
         labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
         log.info("tokenizer: %s, %d ids; labels %s", h.tokenizer, len(tokenizer), labels.itos)
-        return ClassificationVocab(tokenizer, labels)
+        return ClassificationCodec(tokenizer, labels)
 
     def check_split(self, split: str, dataset: Any) -> None:
-        unseen = sorted(set(dataset["label"]) - set(self.vocab.labels.itos))
+        unseen = sorted(set(dataset["label"]) - set(self.codec.labels.itos))
         if unseen:
             raise ValueError(
                 f"{self.source_of(split)}: labels {unseen} never occur in the training data "
-                f"(known: {self.vocab.labels.itos}); a model trained on it cannot predict them"
+                f"(known: {self.codec.labels.itos}); a model trained on it cannot predict them"
             )
 
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-        return partial(encode_classification, vocab=self.vocab)
+        return partial(encode_classification, codec=self.codec)
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> ClassificationBatch:
         return collate_classification(examples)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from seqnlp.data.readers import iter_json_lines, iter_lines
+from seqnlp.data.lines import column_width, iter_json_lines, iter_lines
 
 TextFormat = Literal["auto", "labeltext", "tsv", "csv", "jsonl"]
 
@@ -134,7 +134,7 @@ def _delimited(
         first = False
         assert isinstance(label_idx, int) and isinstance(text_idx, int)
         # A label and a separate text: a lone cell is not both label and text.
-        needed = max(_width(label_idx), _width(text_idx), 2)
+        needed = max(column_width(label_idx), column_width(text_idx), 2)
         if len(row) < needed:
             raise ValueError(
                 f"{path}:{lineno}: expected at least {needed} {kind.upper()} columns (label "
@@ -159,7 +159,3 @@ def _column(path: str | Path, lineno: int, names: list[str], column: int | str) 
             f"{path}:{lineno}: expected a header with a column {column!r}, found {names}"
         )
     return names.index(column)
-
-
-def _width(column: int) -> int:
-    return column + 1 if column >= 0 else -column

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from seqnlp.data.readers import iter_json_lines, iter_lines
+from seqnlp.data.lines import iter_json_lines, iter_lines
 
 ParallelFormat = Literal["auto", "files", "tsv", "jsonl"]
 FORMATS = ("auto", "files", "tsv", "jsonl")

@@ -248,6 +248,19 @@ def parse_source(spec: str) -> Source:
     return Source("file", spec)
 
 
+def labelled_file(spec: str) -> str:
+    """The file that a one-file labelled source names, for evaluation: a path as given,
+    or a named dataset's split (verified, downloaded when missing). Hub sources are
+    refused: save the split to a file first."""
+    source = parse_source(spec)
+    if source.kind == "hub":
+        raise ValueError(f"{spec}: evaluation reads files and named datasets; save the hub "
+                         f"split to a file first")  # fmt: skip
+    if source.kind == "named":
+        return str(resolve_named(source.name, source.split))
+    return source.spec
+
+
 def data_root() -> Path | None:
     value = os.environ.get(DATA_ENV)
     return Path(value).expanduser() if value else None
@@ -259,6 +272,14 @@ def sha256sum(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def checksummed(path: str) -> tuple[str, str]:
+    """``path`` and its file's SHA-256 (what caches of a file's records are keyed by)."""
+    try:
+        return path, sha256sum(path)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read data file ({err.strerror})") from None
 
 
 def resolve_named(name: str, split: str, download: bool = True) -> Path:

@@ -26,6 +26,7 @@ import datasets
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from seqnlp.data.batching import length_sorted_batches
 from seqnlp.data.resumable import MidEpochState
 
 
@@ -139,8 +140,7 @@ class StreamingBatches(IterableDataset):
         pool_size = self.batch_size * self.pool_factor
         stream = self._stream(worker)
         while pool := list(itertools.islice(stream, pool_size)):
-            pool.sort(key=self.length_of)
-            batches = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            batches = length_sorted_batches(pool, self.length_of, self.batch_size)
             gen.shuffle(batches)
             for batch in batches:
                 yield self.collate(batch)

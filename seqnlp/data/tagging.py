@@ -1,4 +1,4 @@
-"""Sequence-labelling data: vocabularies, encoding, batches and the DataModule."""
+"""Sequence-labelling data: the codec (vocabularies), encoding, batches and the DataModule."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
-from seqnlp.data.readers import TaggingFormat, read_tagging_file
+from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
 from seqnlp.tokenization import StateEquality, Vocab, normalize_word
 
 log = logging.getLogger(__name__)
 
 
-class TaggingVocab(StateEquality):
-    """Everything needed to turn tokens into model inputs and tag ids back into tags.
+class TaggingCodec(StateEquality):
+    """The tagger's codec: everything needed to turn tokens into model inputs and tag
+    ids back into tags (word, character and tag vocabularies, the word normalisation
+    and the tag scheme).
 
     Stored in every tagger checkpoint, so prediction needs no data files. (A plain
     class, not a dataclass, so that the CLI links it whole instead of exposing its
@@ -55,7 +57,7 @@ class TaggingVocab(StateEquality):
         lowercase: bool = False,
         zero_digits: bool = True,
         max_word_chars: int = 40,
-    ) -> TaggingVocab:
+    ) -> TaggingCodec:
         """Fit on training records (tags already in IOB2)."""
         # Generators, one pass each: a streamed corpus is never held whole.
         norm = ([normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records)
@@ -97,7 +99,7 @@ class TaggingVocab(StateEquality):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TaggingVocab:
+    def from_state(cls, state: dict[str, Any]) -> TaggingCodec:
         return cls(
             Vocab.from_state(state["words"]),
             Vocab.from_state(state["chars"]),
@@ -133,16 +135,16 @@ class TaggingBatch:
         return self.word_ids.size(0)
 
 
-def encode_tagging(batch: dict[str, list[Any]], vocab: TaggingVocab) -> dict[str, list[Any]]:
+def encode_tagging(batch: dict[str, list[Any]], codec: TaggingCodec) -> dict[str, list[Any]]:
     """``Dataset.map`` function (batched): tokens and tags to ids."""
     word_ids, char_ids = [], []
     for tokens in batch["tokens"]:
-        w, c = vocab.encode_tokens(tokens)
+        w, c = codec.encode_tokens(tokens)
         word_ids.append(w)
         char_ids.append(c)
     out: dict[str, list[Any]] = {"word_ids": word_ids, "char_ids": char_ids}
     if "tags" in batch:
-        out["tag_ids"] = [vocab.encode_tags(t) for t in batch["tags"]]
+        out["tag_ids"] = [codec.encode_tags(t) for t in batch["tags"]]
     return out
 
 
@@ -161,7 +163,7 @@ def collate_distinct_tokens(
     distinct token (``char_ids`` (words, chars) and ``char_rows``, see ``TaggingBatch``):
     a batch repeats its frequent words many times, and the characters of a word are
     all that its character features depend on. ``encode(token)`` gives the token's
-    word id and character ids (``TaggingVocab.encode_tokens`` for one token)."""
+    word id and character ids (``TaggingCodec.encode_tokens`` for one token)."""
     rows: dict[str, int] = {}
     chars: list[list[int]] = [[]]  # row 0: the padding's empty word
     word_ids, char_rows = [], []
@@ -253,19 +255,19 @@ class TaggingDataModule(SeqDataModule):
             {"tokens": w, "tags": to_iob2(t, source)} for w, t in zip(tokens, tags, strict=True)
         ]
 
-    def fit_vocab(self, train: Any) -> TaggingVocab:
+    def fit_codec(self, train: Any) -> TaggingCodec:
         h = self.hparams
-        vocab = TaggingVocab.fit(
+        codec = TaggingCodec.fit(
             train, h.min_word_freq, h.max_vocab_size, h.tag_scheme, h.lowercase, h.zero_digits,
             h.max_word_chars,
         )  # fmt: skip
-        log.info("vocabularies: %d words, %d characters, tags %s", len(vocab.words),
-                 len(vocab.chars), vocab.tags.itos)  # fmt: skip
-        return vocab
+        log.info("vocabularies: %d words, %d characters, tags %s", len(codec.words),
+                 len(codec.chars), codec.tags.itos)  # fmt: skip
+        return codec
 
     def check_split(self, split: str, dataset: Any) -> None:
-        known = set(self.vocab.tags.itos)
-        unseen = sorted({t for tags in dataset["tags"] for t in self.vocab.schemed(tags)} - known)
+        known = set(self.codec.tags.itos)
+        unseen = sorted({t for tags in dataset["tags"] for t in self.codec.schemed(tags)} - known)
         if unseen:
             raise ValueError(
                 f"{self.source_of(split)}: tags {unseen} never occur in the training data "
@@ -283,7 +285,7 @@ class TaggingDataModule(SeqDataModule):
         )
 
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-        return partial(encode_tagging, vocab=self.vocab)
+        return partial(encode_tagging, codec=self.codec)
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> TaggingBatch:
         return collate_tagging(examples)

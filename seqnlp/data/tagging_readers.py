@@ -1,97 +1,20 @@
-"""File readers that turn user files into records with the canonical columns.
+"""Readers of labelled tagging files: CoNLL-style columns and JSON lines.
 
-Tagging records are ``{"tokens": list[str], "tags": list[str]}``. Every reader
-reports bad input as a ``ValueError`` that names the file, the line number and
-what was expected.
+Records are ``{"tokens": list[str], "tags": list[str]}``. Bad input raises a
+``ValueError`` that names the file, the line number and what was expected.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from seqnlp.data.lines import column_width, iter_json_lines, iter_lines
 from seqnlp.data.tagschemes import Scheme, detect_scheme, is_valid_tag, to_iob2
 
 DOCSTART = "-DOCSTART-"
 TaggingFormat = Literal["auto", "conll", "jsonl"]
-
-
-def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` (1-based, newline stripped).
-
-    Decoding errors name the file and the line instead of a byte offset. A UTF-8
-    byte-order mark at the start of the file (as some Windows editors write) is dropped.
-    """
-    with open(path, "rb") as handle:
-        yield from decode_lines(handle, str(path), encoding)
-
-
-def decode_lines(
-    handle: Iterable[bytes], name: str, encoding: str = "utf-8"
-) -> Iterator[tuple[int, str]]:
-    """``iter_lines`` of an open binary stream (standard input), named ``name`` in errors."""
-    for lineno, raw in enumerate(handle, start=1):
-        try:
-            line = raw.decode(encoding)
-        except UnicodeDecodeError as err:
-            raise ValueError(
-                f"{name}:{lineno}: cannot decode line as {encoding} ({err.reason} at byte "
-                f"{err.start}); convert the file to {encoding} or set the reader's encoding"
-            ) from None
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            line = line.removeprefix("\ufeff")
-        yield lineno, line.rstrip("\r\n")
-
-
-def iter_json_lines(
-    path: str | Path, encoding: str = "utf-8", keep_blank: bool = False
-) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` of a JSON-lines file.
-
-    Blank lines are skipped, or yielded as ``None`` with ``keep_blank``. A line that
-    is not JSON raises ``ValueError`` naming the file and line.
-    """
-    for lineno, line in iter_lines(path, encoding):
-        if not line.strip():
-            if keep_blank:
-                yield lineno, None
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err.msg}") from None
-        except (ValueError, RecursionError) as err:  # huge integers, very deep nesting
-            raise ValueError(f"{path}:{lineno}: expected a JSON object: {err}") from None
-        if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(obj):
-            raise ValueError(
-                f"{path}:{lineno}: expected text, found a lone UTF-16 surrogate escape "
-                f"(\\ud800-\\udfff without its pair), which is not a character"
-            )
-        yield lineno, obj
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _has_lone_surrogate(obj: Any) -> bool:
-    """Whether a decoded JSON value holds a string that is not valid Unicode text
-    (walked without recursion: the value may be nested as deep as json allows)."""
-    stack = [obj]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(value, dict):
-            stack += [*value.keys(), *value.values()]
-        elif isinstance(value, list):
-            stack += value
-    return False
 
 
 def split_columns(line: str) -> list[str]:
@@ -113,7 +36,9 @@ def read_conll(
     the start of a sentence (as in the CoNLL-2002 Dutch files). With ``tag_column``
     None the records have tokens only. Tags are returned as written.
     """
-    needed = max(_width(token_column), _width(tag_column) if tag_column is not None else 0)
+    needed = column_width(token_column)
+    if tag_column is not None:
+        needed = max(needed, column_width(tag_column))
     if tag_column is not None:
         needed = max(needed, 2)  # a token and a separate tag: a lone "O" is not token "O" + tag "O"
     tokens: list[str] = []
@@ -152,11 +77,6 @@ def read_conll(
             tags.append(tag)
     if tokens:
         yield _record(tokens, tags, tag_column)
-
-
-def _width(column: int) -> int:
-    """How many columns a line needs so that index ``column`` exists."""
-    return column + 1 if column >= 0 else -column
 
 
 def _record(tokens: list[str], tags: list[str], tag_column: int | None) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Translation data: SentencePiece vocabularies, batches and the DataModule."""
+"""Translation data: the codec (SentencePiece models), batches and the DataModule."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_with_lengths
-from seqnlp.data.sources import CATALOG, Source, resolve_named, sha256sum
+from seqnlp.data.parallel_readers import ParallelFormat, language_files, read_parallel
+from seqnlp.data.sources import CATALOG, Source, checksummed, resolve_named, sha256sum
 from seqnlp.tokenization import SentencePieceTokenizer, StateEquality
 
 log = logging.getLogger(__name__)
-ParallelFormat = Literal["auto", "files", "tsv", "jsonl"]
 
 
 class TargetPieces(StateEquality):
@@ -68,8 +67,9 @@ class TargetPieces(StateEquality):
         return {"base": self.base.state_dict(), "kept": list(self.kept)}
 
 
-class TranslationVocab(StateEquality):
-    """Source and target SentencePiece models (one shared model when ``joint``).
+class TranslationCodec(StateEquality):
+    """The translator's codec: source and target SentencePiece models (one shared
+    model when ``joint``).
 
     Stored in every translator checkpoint. Source ids end with ``</s>``; target
     ids carry no ``<s>``/``</s>``, which batching adds. With a joint model and
@@ -95,7 +95,7 @@ class TranslationVocab(StateEquality):
         cls, sources: Iterable[str], targets: Iterable[str], joint: bool = True,
         vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0,
         max_sentences: int | None = None, target_pieces: bool = False,
-    ) -> TranslationVocab:  # fmt: skip
+    ) -> TranslationCodec:  # fmt: skip
         """Train SentencePiece on the training text: one model on both sides, or one each
         (on a sample of ``max_sentences`` lines a model, when given). ``target_pieces``
         (joint only): restrict the target side to the pieces its text uses (one more
@@ -130,7 +130,7 @@ class TranslationVocab(StateEquality):
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TranslationVocab:
+    def from_state(cls, state: dict[str, Any]) -> TranslationCodec:
         source = SentencePieceTokenizer.from_state(state["source"])
         target: SentencePieceTokenizer | TargetPieces = (
             source if state["joint"] else SentencePieceTokenizer.from_state(state["target"])
@@ -163,12 +163,12 @@ class TranslationBatch:
 
 
 def encode_translation(
-    batch: dict[str, list[Any]], vocab: TranslationVocab
+    batch: dict[str, list[Any]], codec: TranslationCodec
 ) -> dict[str, list[Any]]:
     """``Dataset.map`` function (batched): text pairs to ids."""
-    out: dict[str, list[Any]] = {"source_ids": [vocab.encode_source(t) for t in batch["source"]]}
+    out: dict[str, list[Any]] = {"source_ids": [codec.encode_source(t) for t in batch["source"]]}
     if "target" in batch:
-        out["target_ids"] = [vocab.encode_target(t) for t in batch["target"]]
+        out["target_ids"] = [codec.encode_target(t) for t in batch["target"]]
     return out
 
 
@@ -180,6 +180,33 @@ def collate_translation(examples: Sequence[dict[str, Any]], bos: int, eos: int) 
     tgt_in, _, tgt_mask = pad_with_lengths([[bos, *e["target_ids"]] for e in examples])
     tgt_out = pad_2d([[*e["target_ids"], eos] for e in examples])
     return TranslationBatch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, ids)
+
+
+def resolve_parallel(
+    source: Source, src_lang: str | None, tgt_lang: str | None, fmt: ParallelFormat = "auto",
+    checksum: bool = True,
+) -> tuple[str, str]:  # fmt: skip
+    """The path that ``read_parallel`` reads for a file or named source, and the SHA-256
+    that keys its cache ("" without ``checksum``).
+
+    A named dataset's split is its two language files, verified against the catalog
+    and read through their common prefix; a prefix whose line-aligned language files
+    exist is read as those (keyed by both); anything else is one file (TSV, JSONL).
+    """
+    if source.kind == "named":
+        paths, digests = [], []
+        for lang in (src_lang, tgt_lang):
+            key = f"{source.split}.{lang}"
+            if key not in CATALOG[source.name].splits:
+                raise ValueError(f"named dataset {source.name!r} has no {lang!r} side")
+            paths.append(resolve_named(source.name, key))
+            digests.append(CATALOG[source.name].splits[key].sha256)
+        return str(paths[0].with_suffix("")), "+".join(digests)
+    if src_lang and tgt_lang and fmt in ("auto", "files"):
+        files = language_files(source.spec, src_lang, tgt_lang)
+        if all(f.is_file() for f in files):
+            return source.spec, "+".join(sha256sum(f) for f in files) if checksum else ""
+    return checksummed(source.spec) if checksum else (source.spec, "")
 
 
 def _within_length(example: dict[str, Any], limit: int) -> bool:
@@ -249,8 +276,6 @@ class TranslationDataModule(SeqDataModule):
         self._length_filtered = False
 
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
-        from seqnlp.data.parallel_readers import read_parallel
-
         h = self.hparams
         return partial(
             read_parallel, src_lang=h.src_lang, tgt_lang=h.tgt_lang, fmt=h.format,
@@ -260,19 +285,7 @@ class TranslationDataModule(SeqDataModule):
     def resolve(self, source: Source) -> tuple[str, str]:
         """A parallel source spans two files: read the prefix, key the cache by both."""
         h = self.hparams
-        if source.kind == "named":
-            paths, digests = [], []
-            for lang in (h.src_lang, h.tgt_lang):
-                key = f"{source.split}.{lang}"
-                if key not in CATALOG[source.name].splits:
-                    raise ValueError(f"named dataset {source.name!r} has no {lang!r} side")
-                paths.append(resolve_named(source.name, key))
-                digests.append(CATALOG[source.name].splits[key].sha256)
-            return str(paths[0].with_suffix("")), "+".join(digests)
-        files = [Path(f"{source.spec}.{lang}") for lang in (h.src_lang, h.tgt_lang)]
-        if h.format in ("auto", "files") and all(f.is_file() for f in files):
-            return source.spec, "+".join(sha256sum(f) for f in files)
-        return super().resolve(source)
+        return resolve_parallel(source, h.src_lang, h.tgt_lang, h.format)
 
     def from_hub(self, hub: Any) -> list[dict[str, Any]]:
         h = self.hparams
@@ -280,18 +293,18 @@ class TranslationDataModule(SeqDataModule):
             return [{"source": r[h.src_lang], "target": r[h.tgt_lang]} for r in hub["translation"]]
         return [{"source": r[h.source_field], "target": r[h.target_field]} for r in hub]
 
-    def fit_vocab(self, train: Any) -> TranslationVocab:
+    def fit_codec(self, train: Any) -> TranslationCodec:
         h = self.hparams
-        vocab = TranslationVocab.fit(
+        codec = TranslationCodec.fit(
             train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
             h.character_coverage, self.sentencepiece_sample, h.target_pieces == "used",
         )  # fmt: skip
         log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else "separate",
-                 len(vocab.source), len(vocab.target))  # fmt: skip
-        return vocab
+                 len(codec.source), len(codec.target))  # fmt: skip
+        return codec
 
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-        return partial(encode_translation, vocab=self.vocab)
+        return partial(encode_translation, codec=self.codec)
 
     def train_filter(self) -> Callable[[dict[str, Any]], bool] | None:
         limit = self.hparams.max_train_length
@@ -322,5 +335,5 @@ class TranslationDataModule(SeqDataModule):
         ]
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> TranslationBatch:
-        target = self.vocab.target
+        target = self.codec.target
         return collate_translation(examples, target.bos_id, target.eos_id)

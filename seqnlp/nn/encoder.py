@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -9,23 +10,26 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqnlp.nn import folded_rnn
-from seqnlp.nn.padded_rnn import prefers_padded, run_padded
+from seqnlp.nn.padded_rnn import run_padded
 
 Cell = Literal["rnn", "lstm", "gru"]
+Recurrence = Literal["folded", "padded", "packed"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
+def lengths_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:
+    """(batch, time) bool, True on each row's first ``length`` positions; lengths (batch,)."""
+    return torch.arange(time, device=lengths.device) < lengths.unsqueeze(1)
+
+
 class RNNEncoder(nn.Module):
     """Stacked, optionally bidirectional recurrent encoder over padded batches.
 
-    Padding never enters the recurrence. On CPU the padded batch is run one layer
-    and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
-    for all steps); on GPU, and int8-quantized, it is packed (cuDNN's kernels). In
-    inference on CPU, ``encode_tokens`` reads a GRU's or tanh RNN's first-layer
-    input projections from a table computed once per vocabulary entry
-    (``run_folded``). All give the same results.
+    Padding never enters the recurrence. ``recurrence`` chooses how it runs (padded
+    on CPU, packed on GPU and for int8 models, and in CPU inference over token ids
+    from a table of first-layer input projections); all give the same results.
 
     Args:
         input_size: features per time step.
@@ -85,9 +89,43 @@ class RNNEncoder(nn.Module):
             return h, self.initial_c.expand(-1, batch, -1).contiguous()
         return h
 
+    def recurrence(
+        self, inputs: torch.Tensor, embedding: nn.Embedding | None = None
+    ) -> Recurrence:
+        """How this encoder runs over ``inputs`` (batch, time[, features]): the one place
+        that chooses among the ways, which all give the same results (to float rounding).
+
+        - ``folded``: ``encode_tokens`` reads the first layer's input projections of the
+          token ids from a table computed once per entry of ``embedding``: in inference
+          (eval mode, no autograd, no autocast) on the CPU, for a float32 ``torch.nn``
+          GRU or tanh / ReLU RNN reading ``embedding`` directly, with a table of at most
+          ``folded_rnn.MAX_TABLE_BYTES`` (an LSTM keeps oneDNN's fused kernel, which a
+          step loop beats only in a corner of shapes);
+        - ``padded``: a ``torch.nn`` RNN on the CPU runs over the padded batch one layer
+          and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
+          for all steps);
+        - ``packed``: on a GPU (cuDNN runs packed batches well) and for int8 dynamically
+          quantized RNNs, which have kernels of their own.
+        """
+        if inputs.device.type != "cpu" or not isinstance(self.rnn, nn.RNNBase):
+            return "packed"
+        if (
+            embedding is not None
+            and self.rnn.mode in folded_rnn.FOLDABLE
+            and not self.training
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and embedding.weight.dtype == torch.float32
+            and embedding.embedding_dim == self.rnn.input_size
+            and folded_rnn.table_bytes(embedding.num_embeddings, self.rnn)
+            <= folded_rnn.MAX_TABLE_BYTES
+        ):
+            return "folded"
+        return "padded"
+
     def forward(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None = None
-    ) -> tuple[torch.Tensor, State]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode.
 
         Args:
@@ -104,59 +142,58 @@ class RNNEncoder(nn.Module):
         """
         if initial is None:
             initial = self.learned_initial(inputs.size(0))
-        if prefers_padded(self.rnn, inputs):
+        if self.recurrence(inputs) == "padded":
             return run_padded(self.rnn, inputs, lengths, initial)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
         return outputs, final[0] if isinstance(final, tuple) else final
 
-    def folds(self, embedding: nn.Embedding, token_ids: torch.Tensor) -> bool:
-        """Whether ``encode_tokens`` reads the first layer's inputs from the input
-        table: in inference (eval mode, no autograd, no autocast) on CPU, with a float32
-        ``torch.nn`` GRU or tanh RNN (an LSTM keeps oneDNN's kernel) reading
-        ``embedding`` directly and a table of at most ``MAX_TABLE_BYTES``."""
-        return (
-            self.rnn.mode in folded_rnn.FOLDABLE
-            and not self.training
-            and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-            and prefers_padded(self.rnn, token_ids)
-            and embedding.weight.dtype == torch.float32
-            and embedding.embedding_dim == self.rnn.input_size
-            and folded_rnn.table_bytes(embedding.num_embeddings, self.rnn)
-            <= folded_rnn.MAX_TABLE_BYTES
-        )
-
     def encode_tokens(
-        self, embedding: nn.Embedding, token_ids: torch.Tensor, lengths: torch.Tensor,
+        self,
+        embedding: nn.Embedding,
+        token_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
         initial: State | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """``self(embedding(token_ids), lengths, initial)`` from the input table, which
-        is computed on first use and again after any optimiser step or any change to the
-        storage or version counter of a weight it depends on (writes through a
-        weight's ``.data`` bypass its version counter and are not seen); only where
-        ``folds`` says so.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``self(embed(token_ids), lengths, initial)``, or the same from the input table
+        where ``recurrence`` says ``folded``.
 
         Args:
-            embedding: the token embeddings the first layer reads.
+            embedding: the token embeddings that the first layer reads in inference.
             token_ids: (batch, time), right-padded.
             lengths: (batch,) real lengths, each >= 1.
+            embed: token ids to inputs (batch, time, input_size), with whatever
+                training-time noise the caller adds (word dropout, dropout); it must be
+                ``embedding`` itself in eval mode. Default: ``embedding``.
 
         Returns:
             outputs (batch, time, output_size) and final (layers * directions, batch,
             hidden), as ``forward``.
+
+        The table is computed on first use and again after the module's mode changes
+        (``train()`` / ``eval()``, as around every training phase) or the storage or
+        version counter of a weight it depends on changes (``load_state_dict``,
+        in-place edits, non-fused optimisers). A fused optimiser's step in eval mode,
+        or a write through a weight's ``.data``, is not seen: switch modes after it.
         """
+        if self.recurrence(token_ids, embedding) != "folded":
+            inputs = (embed or embedding)(token_ids)  # (batch, time, input_size)
+            return self(inputs, lengths, initial)
         if initial is None:
             initial = self.learned_initial(token_ids.size(0))
         params = self.rnn.named_parameters()
         first = [w for name, w in params if name.endswith(("_l0", "_l0_reverse"))]
-        versions = tuple((w.data_ptr(), w._version) for w in [embedding.weight, *first])
-        key = (folded_rnn.optimiser_steps(), versions)
+        key = tuple((w.data_ptr(), w._version) for w in [embedding.weight, *first])
         table = self._table.get(key)
         if table is None:
             table = self._table.put(key, folded_rnn.input_table(embedding.weight, self.rnn))
         return folded_rnn.run_folded(self.rnn, table, token_ids, lengths, initial)
+
+    def train(self, mode: bool = True) -> RNNEncoder:
+        self._table.clear()  # weights may change in training: compute the table anew
+        return super().train(mode)
 
     def top_states(self, final: torch.Tensor) -> torch.Tensor:
         """The top layer's final states, (batch, output_size), from ``final`` (layers *
@@ -180,6 +217,9 @@ class _TableCache:
     def put(self, key: tuple, table: torch.Tensor) -> torch.Tensor:
         self._entry = (key, table)
         return table
+
+    def clear(self) -> None:
+        self._entry = None
 
     def __deepcopy__(self, memo: dict) -> _TableCache:
         return _TableCache()

@@ -32,7 +32,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 #: The largest input table ``RNNEncoder`` folds (bytes); beyond it a batch is
 #: embedded and projected as usual. A 20k-word vocabulary with a GRU of 256 takes
@@ -40,24 +39,6 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 MAX_TABLE_BYTES = 512 * 2**20
 
 FOLDABLE = ("GRU", "RNN_TANH", "RNN_RELU")  # ``nn.RNNBase.mode``s that run_folded runs
-
-_optimiser_steps = 0
-
-
-def _count_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-    global _optimiser_steps
-    _optimiser_steps += 1
-
-
-# Fused optimisers (Adam(fused=True), as the recipes use) update parameters without
-# bumping their version counters, so a table's key also counts every optimiser step.
-register_optimizer_step_post_hook(_count_step)
-
-
-def optimiser_steps() -> int:
-    """Optimiser steps taken in this process (any optimiser), for ``input_table`` keys."""
-    return _optimiser_steps
-
 
 def table_bytes(vocab_size: int, rnn: nn.RNNBase) -> int:
     """Size of ``input_table`` for ``vocab_size`` entries, in bytes (float32)."""

@@ -19,12 +19,6 @@ import torch
 from torch import _VF, nn
 
 
-def prefers_padded(rnn: nn.Module, inputs: torch.Tensor) -> bool:
-    """Whether ``run_padded`` is the faster way: a float ``torch.nn`` RNN on CPU (not a
-    GPU, where cuDNN runs packed batches well, nor an int8 dynamically quantized RNN)."""
-    return inputs.device.type == "cpu" and isinstance(rnn, nn.RNNBase)
-
-
 def reversal_index(lengths: torch.Tensor, time: int) -> torch.Tensor:
     """(batch, time) positions that put each row's first ``length`` steps in reverse
     order and leave padded steps in place (``reverse_within``); lengths: (batch,)."""

@@ -1,6 +1,6 @@
 """Greedy and batched beam search, apart from the model that they drive.
 
-A model enters only through two functions:
+A model enters only through two functions (``forced_decode`` needs only the first):
 
 - ``step(tokens, state) -> (log_probs, state)``: the previous token of each row
   (rows,) and the decoder state in, next-token log-probabilities (rows, vocab) and
@@ -11,6 +11,10 @@ A model enters only through two functions:
 Each sentence generates at most ``max_len`` tokens (an int, or one per sentence);
 a hypothesis ends when it emits ``eos`` (which counts as a generated token) or
 reaches its limit. Returned token lists exclude ``bos`` and ``eos``.
+
+``forced_decode`` feeds given tokens instead (teacher forcing; scheduled sampling
+swaps in some of the model's own predictions), and keeps autograd: training and
+attention maps run the decoder through it rather than through loops of their own.
 """
 
 from __future__ import annotations
@@ -38,6 +42,27 @@ def _limits(max_len: int | torch.Tensor, batch_size: int, device: torch.device) 
     if isinstance(max_len, int):
         return torch.full((batch_size,), max_len, dtype=torch.long, device=device)
     return max_len.to(device=device, dtype=torch.long)
+
+
+def forced_decode(
+    step: StepFn,
+    state: Any,
+    tokens: torch.Tensor,
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Each step's output for the given inputs: step t is fed ``tokens[:, t]`` (batch,
+    time), or with ``choose`` the first step ``tokens[:, 0]`` and step t + 1
+    ``choose(output_t, tokens[:, t + 1])`` (e.g. the model's own prediction instead, at
+    random: scheduled sampling). Returns the outputs stacked (batch, time, ...). Unlike
+    the searches it records autograd, for training."""
+    outputs = []
+    prev = tokens[:, 0]
+    for t in range(tokens.size(1)):
+        out, state = step(prev, state)  # (batch, ...)
+        outputs.append(out)
+        if t + 1 < tokens.size(1):
+            prev = tokens[:, t + 1] if choose is None else choose(out, tokens[:, t + 1])
+    return torch.stack(outputs, dim=1)
 
 
 def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:

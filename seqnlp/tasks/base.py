@@ -1,10 +1,10 @@
-"""What every seqnlp system (LightningModule) shares: checkpoints that stand alone."""
+"""What every seqnlp system (LightningModule) shares: the training and evaluation
+loops' hooks, and checkpoints that stand alone."""
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import math
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -12,34 +12,35 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import GradClipAlgorithmType
+from torch import nn
 
+from seqnlp.checkpoints import CKPT_KEY, FORMAT, RNG_KEY, upgrade
 from seqnlp.distributed import rank_and_world
 from seqnlp.metrics import gather_unique
 from seqnlp.tasks import rng
 
-CKPT_KEY = "seqnlp"
-#: per-rank random state of a training checkpoint (see seqnlp/tasks/rng.py).
-RNG_KEY = "seqnlp_rng"
-
 
 class System(pl.LightningModule):
-    """Base of the task systems.
+    """Base of the task systems: each holds one plain network (``network``, an
+    ``nn.Module`` of ``seqnlp.models``) and adds the loss, metrics, optimisers and
+    logging around it.
 
-    A subclass takes its vocabularies as ``vocab`` (linked from the DataModule by
-    the CLI) and its hyper-parameters as typed arguments. Its checkpoints carry the
-    vocabularies and the task name, so ``System.load`` rebuilds a working model
-    from the file alone.
+    A subclass takes its codec as ``codec`` (linked from the DataModule by the CLI) and
+    its hyper-parameters as typed arguments. Its checkpoints carry the codec and the
+    task name, so ``seqnlp.checkpoints.load_system`` rebuilds a working model from the
+    file alone.
     """
 
     task: ClassVar[str] = ""
-    vocab_type: ClassVar[type]
+    codec_type: ClassVar[type]
     #: hyper-parameters that point at training-time files, cleared when loading.
     training_only_hparams: ClassVar[tuple[str, ...]] = ()
 
     #: corpus-level metrics shown in the progress bar (logged as ``stage/name``).
     main_metrics: ClassVar[tuple[str, ...]] = ()
 
-    vocab: Any
+    codec: Any
+    network: nn.Module
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,18 +126,19 @@ class System(pl.LightningModule):
         checkpoint[CKPT_KEY] = {
             "task": self.task,
             "class_path": f"{type(self).__module__}.{type(self).__name__}",
-            "vocab": self.vocab.state_dict(),
+            "codec": self.codec.state_dict(),
+            "format": FORMAT,
         }
         if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             checkpoint[RNG_KEY] = rng.capture_all_ranks()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get(CKPT_KEY)
-        if meta is None:
+        if checkpoint.get(CKPT_KEY) is None:
             raise ValueError("not a seqnlp checkpoint (it has no vocabularies)")
+        meta = upgrade(checkpoint)[CKPT_KEY]  # an older layout's weights, renamed in place
         if meta["task"] != self.task:
             raise ValueError(f"checkpoint of a {meta['task']} model given to a {self.task} model")
-        if meta["vocab"] != self.vocab.state_dict():
+        if meta["codec"] != self.codec.state_dict():
             raise ValueError(
                 "the checkpoint's vocabularies differ from those built from this recipe's "
                 "training data; use the same training data and vocabulary settings"
@@ -165,51 +167,17 @@ class System(pl.LightningModule):
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def network_options(self, network_class: type[nn.Module]) -> dict[str, Any]:
+        """This system's hyper-parameters that ``network_class`` takes, by name: a recipe's
+        network sizes are the system's arguments and the network's alike."""
+        accepted = inspect.signature(network_class).parameters
+        return {name: value for name, value in self.hparams.items() if name in accepted}
+
+    def predictor_options(self) -> dict[str, Any]:
+        """Prediction settings this system's hyper-parameters fix (the translator's
+        length limits and length penalty): the predictor's defaults."""
+        return {}
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
         return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-    @staticmethod
-    def read_checkpoint(path: str | Path) -> dict[str, Any]:
-        """Read a checkpoint with ``weights_only`` loading (no arbitrary pickled code)."""
-        if not Path(path).is_file():
-            raise ValueError(f"{path}: no such checkpoint file")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for damaged files
-            raise ValueError(
-                f"{path}: cannot read checkpoint ({type(err).__name__}: {err})".split("\n")[0]
-            ) from None
-        if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt or "state_dict" not in ckpt:
-            raise ValueError(f"{path}: not a seqnlp checkpoint (expected weights and vocabularies)")
-        return ckpt
-
-    @classmethod
-    def load(cls, path: str | Path) -> System:
-        """Rebuild a system from a checkpoint file alone, in eval mode on the CPU."""
-        ckpt = cls.read_checkpoint(path)
-        meta = ckpt[CKPT_KEY]
-        system_cls = _system_class(meta["class_path"])
-        if not issubclass(system_cls, cls):
-            raise ValueError(
-                f"{path}: a {meta['task']} checkpoint, expected a {cls.task or 'seqnlp'} one"
-            )
-        # LightningCLI records private keys such as ``_class_path`` beside the arguments.
-        hparams = {
-            k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")
-        }
-        for name in system_cls.training_only_hparams:
-            hparams.pop(name, None)
-        model = system_cls(vocab=system_cls.vocab_type.from_state(meta["vocab"]), **hparams)
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval()
-
-
-def _system_class(class_path: str) -> type[System]:
-    module, _, name = class_path.rpartition(".")
-    if not module.startswith("seqnlp."):
-        raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
-    found = getattr(importlib.import_module(module), name, None)
-    if not (isinstance(found, type) and issubclass(found, System)):
-        raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
-    return found

@@ -1,0 +1,65 @@
+"""Command line: ``python -m seqnlp {fit,validate,test,predict,evaluate,average,attention}``.
+
+Wiring only, no model or data logic: ``trainer`` runs the LightningCLI subcommands
+from YAML recipes, ``inference`` predicts and evaluates with a checkpoint alone,
+``tools`` averages checkpoints and draws attention maps. A ``ValueError`` anywhere
+ends as one line, ``seqnlp: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from seqnlp.cli.inference import run_evaluate, run_predict
+from seqnlp.cli.tools import run_attention, run_average
+from seqnlp.cli.trainer import positional_recipes, run_trainer_command
+
+USAGE = """usage: seqnlp COMMAND ...
+
+commands:
+  fit       RECIPE.yaml [...] [--key value ...]   train from a recipe
+  validate  RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the validation split
+  test      RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the test split
+  evaluate  --ckpt_path CKPT --input FILE          score a checkpoint on a labelled file
+  predict   --ckpt_path CKPT --input FILE          label or translate raw text with a checkpoint
+  average   CKPT CKPT [...] --output CKPT          average the weights of checkpoints of one run
+  attention --ckpt_path CKPT --source TEXT --output PNG   draw a translation's attention
+
+`seqnlp COMMAND --help` lists a command's options; `seqnlp --version` the version."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    if args[0] in ("-V", "--version"):
+        from seqnlp import __version__
+
+        print(f"seqnlp {__version__}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    commands = {
+        "predict": run_predict, "evaluate": run_evaluate, "average": run_average,
+        "attention": run_attention,
+    }  # fmt: skip
+    try:
+        if args and args[0] in commands:
+            commands[args[0]](args[1:])
+        else:
+            run_trainer_command(args)
+    except ValueError as err:
+        if os.environ.get("SEQNLP_DEBUG"):
+            raise
+        # jsonargparse wraps errors raised while linking (e.g. data that cannot be read
+        # while fitting the vocabularies) in its own ValueError: report the original.
+        while isinstance(err.__cause__, ValueError):
+            err = err.__cause__
+        print(f"seqnlp: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+__all__ = ["main", "positional_recipes"]

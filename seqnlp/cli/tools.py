@@ -1,0 +1,41 @@
+"""``average`` and ``attention``: tools on checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def run_average(argv: Sequence[str]) -> None:
+    from seqnlp.checkpoints import average_checkpoints
+
+    description = "Average the weights of checkpoints of one run."
+    p = argparse.ArgumentParser(prog="seqnlp average", description=description)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files, e.g. the last N of a run")
+    p.add_argument("--output", required=True, help="the averaged checkpoint")
+    args = p.parse_args(argv)
+    n = average_checkpoints(args.checkpoints, args.output)
+    print(f"averaged {n} checkpoints into {args.output}", file=sys.stderr)
+
+
+def run_attention(argv: Sequence[str]) -> None:
+    import torch
+
+    from seqnlp.plot import plot_attention
+    from seqnlp.predict import TranslationPredictor, load
+
+    description = "Draw a translation's attention as a PNG heat map."
+    p = argparse.ArgumentParser(prog="seqnlp attention", description=description)
+    p.add_argument("--ckpt_path", required=True, help="a translator checkpoint")
+    p.add_argument("--source", required=True, help="the source sentence")
+    p.add_argument("--target", help="a target sentence to attend for (default: translate)")
+    p.add_argument("--output", required=True, help="the PNG file")
+    args = p.parse_args(argv)
+    predictor = load(args.ckpt_path)
+    if not isinstance(predictor, TranslationPredictor):
+        raise ValueError(f"{args.ckpt_path}: attention maps are for translators")
+    found = predictor.attention(args.source, args.target)
+    weights = torch.tensor(found["weights"])
+    plot_attention(found["source_pieces"], found["target_pieces"], weights, args.output)
+    print(found["translation"])

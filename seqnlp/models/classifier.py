@@ -1,0 +1,98 @@
+"""The recurrent text-classification network: token ids in, class scores out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqnlp.nn.embeddings import WordDropout
+from seqnlp.nn.encoder import Cell, RNNEncoder, lengths_mask
+from seqnlp.nn.pooling import PoolingMethod, SequencePooling
+
+
+class ClassifierNetwork(nn.Module):
+    """Embeddings -> recurrent encoder -> pooling -> MLP head -> class scores.
+
+    Args:
+        num_tokens, num_classes: vocabulary and label-set sizes.
+        embedding_dim: token embedding size.
+        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
+        hidden_size, num_layers, bidirectional: the encoder's shape.
+        dropout: between stacked recurrent layers.
+        embedding_dropout: on the token embeddings.
+        word_dropout: probability of replacing a token by ``unk_id`` in training.
+        pooling: ``last`` (the final states of both directions), ``mean``, ``max`` or
+            ``attention``.
+        attention_size: hidden size of the attention pooling scorer.
+        mlp_hidden: sizes of the head's hidden layers (ReLU, dropout); empty for a
+            single linear layer.
+        head_dropout: dropout before each head layer.
+        orthogonal_init: orthogonal recurrent weights, zero biases.
+        learn_initial_state: a learned initial hidden state instead of zeros.
+        freeze_embeddings: keep the embeddings fixed.
+        pad_id, unk_id: the tokenizer's padding and unknown ids.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        num_classes: int,
+        embedding_dim: int = 300,
+        cell: Cell = "lstm",
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        embedding_dropout: float = 0.5,
+        word_dropout: float = 0.0,
+        pooling: PoolingMethod = "last",
+        attention_size: int = 128,
+        mlp_hidden: list[int] | None = None,
+        head_dropout: float = 0.5,
+        orthogonal_init: bool = False,
+        learn_initial_state: bool = False,
+        freeze_embeddings: bool = False,
+        pad_id: int = 0,
+        unk_id: int = 1,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_tokens, embedding_dim, padding_idx=pad_id)
+        # Variance 1/dim (Lample et al. 2016): N(0, 1) rows saturate the gates of
+        # embeddings trained from scratch.
+        bound = (3.0 / embedding_dim) ** 0.5
+        with torch.no_grad():
+            nn.init.uniform_(self.embedding.weight, -bound, bound)
+            self.embedding.weight[pad_id].zero_()
+        self.embedding.weight.requires_grad_(not freeze_embeddings)
+        self.word_dropout = WordDropout(word_dropout, unk_id)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.encoder = RNNEncoder(
+            embedding_dim, hidden_size, num_layers, cell, bidirectional, dropout,
+            learn_initial_state=learn_initial_state, orthogonal_init=orthogonal_init,
+        )  # fmt: skip
+        self.pooling = (
+            None
+            if pooling == "last"
+            else SequencePooling(pooling, self.encoder.output_size, attention_size)
+        )
+        layers: list[nn.Module] = []
+        size = self.encoder.output_size
+        for hidden in mlp_hidden or []:
+            layers += [nn.Dropout(head_dropout), nn.Linear(size, hidden), nn.ReLU()]
+            size = hidden
+        layers += [nn.Dropout(head_dropout), nn.Linear(size, num_classes)]
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Class scores (batch, classes) of right-padded token ids (batch, time) whose
+        real lengths (batch,) are each >= 1."""
+        mask = lengths_mask(lengths, token_ids.size(1))  # (batch, time)
+
+        def embed(ids: torch.Tensor) -> torch.Tensor:  # (batch, time, embedding_dim)
+            return self.embedding_dropout(self.embedding(self.word_dropout(ids, mask)))
+
+        # states: (batch, time, output_size); final: (layers * directions, batch, hidden)
+        states, final = self.encoder.encode_tokens(self.embedding, token_ids, lengths, embed)
+        if self.pooling is None:  # ``last``: the top layer's final states
+            return self.head(self.encoder.top_states(final))  # (batch, classes)
+        return self.head(self.pooling(states, mask))  # (batch, classes)

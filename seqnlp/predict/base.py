@@ -1,0 +1,141 @@
+"""What every predictor shares: inputs batched by length, records in the input order,
+several batches at once on a CPU, and evaluation on labelled data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from pytorch_lightning.utilities import move_data_to_device
+from torch import nn
+
+from seqnlp.data.batching import length_sorted_batches
+
+Record = dict[str, Any]
+T = TypeVar("T")
+
+
+class Predictor:
+    """Base of the task predictors: a network and its codec, built once with every
+    prediction option and never changed afterwards.
+
+    Args:
+        network: the task's network (``seqnlp.models``), on the device it runs on.
+        codec: the task's codec (tokenizers, vocabularies, labels).
+        batch_size: inputs per batch (at most).
+        parallel_batches: on a CPU, batches predicted at once, each in its own
+            thread with an equal share of torch's threads; 1: one batch at a time on
+            all of them.
+    """
+
+    #: the task's name, and the options ``seqnlp.load`` passes on for it.
+    task: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+    #: the JSON-lines input field, and the output formats besides ``jsonl``.
+    jsonl_field: ClassVar[str] = "text"
+    text_formats: ClassVar[tuple[str, ...]] = ()
+    #: a budget of padded ``length`` units (inputs x the longest) per batch; None: no budget.
+    max_tokens: int | None = None
+
+    def __init__(
+        self, network: nn.Module, codec: Any, batch_size: int = 64, parallel_batches: int = 1
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if parallel_batches < 1:
+            raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
+        self.network = network.eval()
+        self.codec = codec
+        self.batch_size = batch_size
+        self.parallel_batches = parallel_batches
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def default_format(self) -> str:
+        """The output format when neither the user nor the output's extension names one."""
+        return "jsonl"
+
+    def predict(
+        self, inputs: Sequence[Any], on_batch: Callable[[int], object] | None = None
+    ) -> list[Record]:
+        """One record per input, in the input order.
+
+        ``on_batch(n)`` is called after each batch with its size (progress display).
+        """
+        results: list[Record | None] = [None] * len(inputs)
+        lengths = [self.length(item) for item in inputs]
+        batches = length_sorted_batches(
+            range(len(inputs)), lengths.__getitem__, self.batch_size, self.max_tokens
+        )
+        for idx, records in zip(batches, self._records_by_batch(inputs, batches), strict=True):
+            for i, record in zip(idx, records, strict=True):
+                results[i] = record
+            if on_batch is not None:
+                on_batch(len(idx))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _records_by_batch(
+        self, inputs: Sequence[Any], batches: list[list[int]]
+    ) -> Iterator[list[Record]]:
+        """Each batch's records, in order: one batch at a time or, with
+        ``parallel_batches`` > 1 on CPU, that many at once in threads (torch releases
+        the GIL in its operations): small recurrent products use two cores better as
+        two one-thread products than as one two-thread product. torch's thread count
+        is process-wide: it is shared out among the threads while they run, then
+        restored."""
+
+        def run(idx: list[int]) -> list[Record]:
+            return self.predict_batch([inputs[i] for i in idx])
+
+        workers = min(self.parallel_batches, len(batches))
+        if workers <= 1 or self.device.type != "cpu":
+            yield from map(run, batches)
+            return
+        threads = torch.get_num_threads()
+        share = max(1, threads // workers)
+        torch.set_num_threads(share)
+        try:  # OpenMP's count is per thread: each worker sets its own
+            init = {"initializer": torch.set_num_threads, "initargs": (share,)}
+            with ThreadPoolExecutor(workers, **init) as pool:
+                yield from pool.map(run, batches)
+        finally:
+            torch.set_num_threads(threads)
+
+    def to_device(self, batch: T) -> T:
+        """A collated (CPU) batch on the network's device (a GPU under ``--devices``)."""
+        device = self.device
+        return batch if device.type == "cpu" else move_data_to_device(batch, device)
+
+    def format_record(self, record: Record, fmt: str) -> str:
+        """One record as output text (``jsonl`` here; subclasses add formats)."""
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+    def evaluate(self, source: str, **reader_options: Any) -> dict[str, Any]:
+        """The model's scores on a labelled file or named dataset split (``NAME:SPLIT``),
+        read with the task's reader options."""
+        inputs, gold = self.read_labelled(source, **reader_options)
+        return self.score(gold, self.predict(inputs))
+
+    # -- what a task provides -----------------------------------------------------------
+    def length(self, item: Any) -> int:
+        """An input's batching length."""
+        raise NotImplementedError
+
+    def predict_batch(self, items: Sequence[Any]) -> list[Record]:
+        """The records of one batch of inputs, in their order."""
+        raise NotImplementedError
+
+    def read_labelled(self, source: str, **reader_options: Any) -> tuple[list[Any], list[Any]]:
+        """A labelled source's inputs (as ``predict`` takes them) and gold labels."""
+        raise NotImplementedError
+
+    def score(self, gold: list[Any], records: list[Record]) -> dict[str, Any]:
+        """Metrics of the predicted ``records`` against ``gold``."""
+        raise NotImplementedError

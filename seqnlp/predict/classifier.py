@@ -1,0 +1,80 @@
+"""Classification prediction: texts in, labels and their probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from seqnlp.data.classification import ClassificationCodec, collate_classification
+from seqnlp.data.classification_readers import read_labelled_text
+from seqnlp.data.sources import labelled_file
+from seqnlp.metrics import classification_scores
+from seqnlp.models.classifier import ClassifierNetwork
+from seqnlp.predict.base import Predictor, Record
+
+
+class ClassificationPredictor(Predictor):
+    """Labels raw texts.
+
+    Each record is ``{"text", "label", "probability", "probabilities"}``
+    (probabilities by label). Text that is empty or only whitespace gives
+    ``label`` and ``probability`` null and no probabilities.
+    """
+
+    task = "classification"
+    text_formats = ("tsv",)
+    network: ClassifierNetwork
+    codec: ClassificationCodec
+
+    def length(self, item: str) -> int:
+        return len(item.split())
+
+    @torch.inference_mode()
+    def predict_batch(self, items: Sequence[str]) -> list[Record]:
+        records: list[Record] = [
+            {"text": t, "label": None, "probability": None, "probabilities": {}} for t in items
+        ]
+        encoded = {i: self.codec.encode_text(t) for i, t in enumerate(items) if t.strip()}
+        encoded = {i: ids for i, ids in encoded.items() if ids}
+        if not encoded:
+            return records
+        batch = self.to_device(
+            collate_classification([{"token_ids": ids} for ids in encoded.values()])
+        )
+        probs = self.network(batch.token_ids, batch.lengths).softmax(dim=-1)  # (batch, classes)
+        labels = self.codec.labels.itos
+        for row, i in zip(probs.tolist(), encoded, strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            records[i].update(
+                label=labels[best],
+                probability=round(row[best], 4),
+                probabilities={label: round(p, 4) for label, p in zip(labels, row, strict=True)},
+            )
+        return records
+
+    def format_record(self, record: Record, fmt: str) -> str:
+        """``tsv``: ``label<TAB>probability<TAB>text`` (empty cells for empty text)."""
+        if fmt != "tsv":
+            return super().format_record(record, fmt)
+        prob = "" if record["probability"] is None else f"{record['probability']:.4f}"
+        return f"{record['label'] or ''}\t{prob}\t{record['text']}\n"
+
+    def read_labelled(self, source: str, **reader_options: Any) -> tuple[list[str], list[int]]:
+        """Texts and gold class ids of a labelled-text file or ``NAME:SPLIT`` (``fmt``,
+        ``label_column``, ``text_column``, ``header``: as ``read_labelled_text``)."""
+        path = labelled_file(source)
+        gold = read_labelled_text(path, **reader_options)
+        labels = self.codec.labels
+        unseen = sorted({r["label"] for r in gold} - set(labels.itos))
+        if unseen:
+            raise ValueError(f"{path}: labels {unseen} are not among the model's {labels.itos}")
+        return [r["text"] for r in gold], [labels.index(r["label"]) for r in gold]
+
+    def score(self, gold: list[int], records: list[Record]) -> dict[str, Any]:
+        """Accuracy, macro-F1, per-class scores, the confusion matrix and the labels."""
+        labels = self.codec.labels
+        predicted = [labels.index(r["label"]) for r in records]
+        scores = classification_scores(gold, predicted, labels.itos)
+        return {"examples": float(len(gold)), **scores, "labels": labels.itos}

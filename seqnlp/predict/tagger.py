@@ -1,0 +1,145 @@
+"""Tagging prediction: sentences in, IOB2 tags, entities and their confidences out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from seqnlp.data.batching import pad_2d
+from seqnlp.data.sources import labelled_file
+from seqnlp.data.tagging import TaggingBatch, TaggingCodec, collate_distinct_tokens
+from seqnlp.data.tagging_readers import read_tagging_file
+from seqnlp.data.tagschemes import spans
+from seqnlp.metrics import entity_scores
+from seqnlp.models.tagger import TaggerNetwork
+from seqnlp.predict.base import Predictor, Record
+
+
+class TaggingPredictor(Predictor):
+    """Tags whitespace-tokenised sentences (strings) or token lists.
+
+    Each record is ``{"tokens", "tags", "entities"}``; tags are IOB2 and each entity
+    is ``{"type", "start", "end", "text", "confidence"}`` (``end`` exclusive). The
+    confidence is the lowest posterior probability, under the model, of the
+    predicted tag on any of the entity's tokens (CRF marginals, or the softmax).
+    With ``n_best`` > 1 a record also has ``"n_best"``: up to that many distinct
+    ``{"tags", "probability"}``, from the CRF's k-best paths in order (the first is
+    the Viterbi path); BIOES paths that read as the same IOB2 tags are merged and
+    their probabilities summed.
+
+    Args:
+        network, codec, batch_size, parallel_batches: as ``Predictor``.
+        confidence: give each entity its confidence (CRF forward-backward).
+        n_best: also the ``n_best`` most probable tag sequences (CRF head).
+        token_cache_size: distinct tokens whose ids are kept (cleared when full).
+    """
+
+    task = "tagging"
+    options = ("confidence", "n_best")
+    jsonl_field = "tokens"
+    text_formats = ("conll",)
+    network: TaggerNetwork
+    codec: TaggingCodec
+
+    def __init__(
+        self, network: TaggerNetwork, codec: TaggingCodec, batch_size: int = 64,
+        parallel_batches: int = 1, confidence: bool = True, n_best: int = 1,
+        token_cache_size: int = 200_000,
+    ) -> None:  # fmt: skip
+        super().__init__(network, codec, batch_size, parallel_batches)
+        if n_best < 1:
+            raise ValueError(f"n_best must be at least 1, got {n_best}")
+        if n_best > 1 and network.crf is None:
+            raise ValueError("n-best paths need the CRF head (this tagger has a softmax head)")
+        self.confidence = confidence
+        self.n_best = n_best
+        self.token_cache_size = token_cache_size
+        # token -> (word id, char ids): text repeats its words (Zipf), so each distinct
+        # token is encoded once; at most ``token_cache_size``, cleared when full.
+        self._encoded: dict[str, tuple[int, list[int]]] = {}
+
+    def encode_token(self, token: str) -> tuple[int, list[int]]:
+        """The word id and character ids of ``token`` (cached; do not modify the list)."""
+        hit = self._encoded.get(token)
+        if hit is None:
+            if len(self._encoded) >= self.token_cache_size:
+                self._encoded.clear()
+            word_ids, char_ids = self.codec.encode_tokens([token])
+            hit = self._encoded[token] = (word_ids[0], char_ids[0])
+        return hit
+
+    @staticmethod
+    def tokens_of(item: str | Sequence[str]) -> list[str]:
+        return item.split() if isinstance(item, str) else list(item)
+
+    def length(self, item: str | Sequence[str]) -> int:
+        return len(self.tokens_of(item))
+
+    @torch.inference_mode()
+    def predict_batch(self, items: Sequence[str | Sequence[str]]) -> list[Record]:
+        sentences = [self.tokens_of(item) for item in items]
+        real = [i for i, s in enumerate(sentences) if s]
+        records: list[Record] = [{"tokens": [], "tags": [], "entities": []} for _ in sentences]
+        if not real:
+            return records
+        batch: TaggingBatch = self.to_device(
+            collate_distinct_tokens([sentences[i] for i in real], self.encode_token)
+        )
+        network = self.network
+        emissions = network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows)
+        paths = network.decode(emissions, batch.mask)  # emissions: (batch, time, tags)
+        path_probs: list[list[float]] | None = None  # each path's tag posteriors (batch, time)
+        if self.confidence:
+            probs = network.tag_probabilities(emissions, batch.mask)  # (batch, time, tags)
+            chosen = pad_2d(paths).to(probs.device)  # (batch, time)
+            path_probs = probs.gather(2, chosen.unsqueeze(-1)).squeeze(-1).tolist()
+        # Ask for extra paths: several BIOES paths can read as the same IOB2 tags.
+        nbest = network.nbest(emissions, batch.mask, 3 * self.n_best) if self.n_best > 1 else None
+        for row, (i, path) in enumerate(zip(real, paths, strict=True)):
+            tokens = sentences[i]
+            tags = self.codec.decode_tags(path)
+            entities = []
+            for kind, start, end in spans(tags):
+                entity: Record = {
+                    "type": kind, "start": start, "end": end, "text": " ".join(tokens[start:end]),
+                }  # fmt: skip
+                if path_probs is not None:
+                    entity["confidence"] = round(min(path_probs[row][start:end]), 4)
+                entities.append(entity)
+            records[i] = {"tokens": tokens, "tags": tags, "entities": entities}
+            if nbest is not None:
+                records[i]["n_best"] = self._distinct(nbest[row])
+        return records
+
+    def _distinct(self, paths: list[tuple[list[int], float]]) -> list[Record]:
+        """Up to ``n_best`` distinct IOB2 tag sequences, in the order of their best path;
+        each probability sums the paths that read as that sequence."""
+        merged: dict[tuple[str, ...], float] = {}
+        for path, log_prob in paths:
+            tags = tuple(self.codec.decode_tags(path))
+            if tags in merged or len(merged) < self.n_best:
+                merged[tags] = merged.get(tags, 0.0) + math.exp(log_prob)
+        return [{"tags": list(t), "probability": round(p, 4)} for t, p in merged.items()]
+
+    def format_record(self, record: Record, fmt: str) -> str:
+        """``conll``: ``token<TAB>tag`` lines closed by one blank line."""
+        if fmt != "conll":
+            return super().format_record(record, fmt)
+        rows = "".join(f"{w}\t{t}\n" for w, t in zip(record["tokens"], record["tags"], strict=True))
+        return rows + "\n"
+
+    def read_labelled(
+        self, source: str, **reader_options: Any
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """Token lists and gold IOB2 tags of a CoNLL / JSONL file or ``NAME:SPLIT``
+        (``fmt``, ``token_column``, ``tag_column``, ``scheme``: as ``read_tagging_file``)."""
+        gold = read_tagging_file(labelled_file(source), **reader_options)
+        return [r["tokens"] for r in gold], [r["tags"] for r in gold]
+
+    def score(self, gold: list[list[str]], records: list[Record]) -> dict[str, Any]:
+        """Entity precision, recall and F1 (micro and per type) and the sentence count."""
+        scores = entity_scores(gold, [r["tags"] for r in records])
+        return {"sentences": float(len(gold)), **scores}
