@@ -56,15 +56,23 @@ def test_learns_a_word_for_word_language(data, tmp_path):
     model = Translator(data.codec, embedding_dim=32, hidden_size=48, dropout=0.0,
                        label_smoothing=0.0)  # fmt: skip
 
-    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.01)  # type: ignore[method-assign]
+    def adam_annealed_to_zero():  # over the 15 epochs, stepped once an epoch
+        adam = torch.optim.Adam(model.parameters(), lr=0.01)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=15)
+        return {"optimizer": adam, "lr_scheduler": schedule}
+
+    model.configure_optimizers = adam_annealed_to_zero  # type: ignore[method-assign]
     trainer = pl.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path, gradient_clip_val=1.0)  # fmt: skip
     trainer.fit(model, datamodule=data)
-    # The tiny language is learnt (repeated words are the hard part). Final validation
-    # BLEU varies with the seed and with the float summation order: 77.1 / 95.1 / 85.1
-    # for seeds 0 / 1 / 2 when this bar was set; an untrained model scores under 5.
-    assert trainer.callback_metrics["val/bleu"] > 70
+    # The tiny language is learnt (repeated words are the hard part). At a constant lr of
+    # 0.01 validation BLEU swung by 10-28 points from epoch to epoch to the end, so the
+    # last epoch's score hung on the seed and on the float summation order: 65.7 to 89.0
+    # over seeds 0-2 with AVX-512, AVX2 and scalar kernels (ATEN_CPU_CAPABILITY; the
+    # thread count changed nothing), against a bar of 70. Annealed to 0 it settles:
+    # 96.9 to 100 over the same 9 runs; an untrained model scores under 1.
+    assert trainer.callback_metrics["val/bleu"] > 90
 
 
 def test_scheduled_sampling_probability_follows_the_schedule(data):
