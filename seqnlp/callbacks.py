@@ -55,7 +55,9 @@ class LastCheckpoint(Checkpoint):
         if self._saved_at_step == trainer.global_step:
             return
         self._saved_at_step = trainer.global_step
-        trainer.save_checkpoint(self.path)  # every rank takes part; rank 0 writes
+        # every rank takes part; rank 0 writes. The whole state (optimiser, loops), said
+        # explicitly: Lightning logs a line on every save that leaves it unset.
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any

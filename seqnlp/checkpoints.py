@@ -15,6 +15,8 @@ system's network (``network.word_embedding.weight``) and the codec under ``codec
 from __future__ import annotations
 
 import importlib
+import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,13 +63,58 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is several paragraphs with terminal escapes; keep its reason.
+        text = _plain(str(err), first_line=False)
+        reason = text.partition("WeightsUnpickler error:")[2]
+        reason = reason.partition("Check the documentation")[0]
+        reason = " ".join(reason.split()) or _plain(str(err))
+        if "Unsupported global" in reason:
+            reason = reason.partition(" was not an allowed global")[0]
+            raise ValueError(
+                f"{path}: refused: it holds pickled objects that a weights-only read does not "
+                f"load ({reason}); seqnlp never unpickles code, and its own checkpoints need "
+                f"none: this is not a seqnlp checkpoint, or it was tampered with"
+            ) from None
+        raise ValueError(f"{path}: cannot read checkpoint (damaged: {reason})") from None
     except Exception as err:  # torch raises several types for damaged files
         raise ValueError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}: {err})".split("\n")[0]
+            f"{path}: cannot read checkpoint ({type(err).__name__}: {_plain(str(err))})"
         ) from None
     if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not a seqnlp checkpoint (expected weights and vocabularies)")
+    _check_layout(ckpt, path)
     return upgrade(ckpt)
+
+
+def _check_layout(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise ValueError, naming the part, where a checkpoint's insides are not what
+    seqnlp writes (so that a damaged file fails here in one line, not deep inside)."""
+    meta = ckpt[CKPT_KEY]
+    problem = None
+    if not isinstance(meta, dict):
+        problem = f"its {CKPT_KEY!r} entry is a {type(meta).__name__}, not a mapping"
+    else:
+        for key in ("task", "class_path"):
+            if not isinstance(meta.get(key), str):
+                problem = f"its {CKPT_KEY!r} entry has no {key} (a string)"
+        if not isinstance(meta.get("codec", meta.get("vocab")), dict):
+            problem = problem or f"its {CKPT_KEY!r} entry has no codec (a mapping)"
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        problem = problem or "its state_dict is not a mapping of names to tensors"
+    if not isinstance(ckpt.get("hyper_parameters", {}), dict):
+        problem = problem or "its hyper_parameters are not a mapping"
+    if problem:
+        raise ValueError(f"{path}: damaged seqnlp checkpoint: {problem}")
+
+
+def _plain(message: str, first_line: bool = True) -> str:
+    """An error message without terminal escape codes (its first line alone by default)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message).strip()
+    return text.split("\n")[0] if first_line else text
 
 
 def system_class(class_path: str) -> type[System]:
@@ -78,7 +125,10 @@ def system_class(class_path: str) -> type[System]:
     module, _, name = class_path.rpartition(".")
     if not module.startswith("seqnlp."):
         raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
-    found = getattr(importlib.import_module(module), name, None)
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        found = None
     if not (isinstance(found, type) and issubclass(found, System)):
         raise ValueError(f"checkpoint names class {class_path!r}, not a seqnlp system")
     return found
@@ -105,8 +155,22 @@ def load_system(path: str | Path, expected: type[System] | None = None) -> Syste
     hparams = hyper_parameters(ckpt)
     for name in cls.training_only_hparams:
         hparams.pop(name, None)
-    system = cls(codec=cls.codec_type.from_state(meta["codec"]), **hparams)
-    system.load_state_dict(ckpt["state_dict"])
+    try:
+        codec = cls.codec_type.from_state(meta["codec"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise ValueError(f"{path}: damaged seqnlp checkpoint: its codec cannot be read "
+                         f"({type(err).__name__}: {_plain(str(err))})") from None  # fmt: skip
+    try:
+        system = cls(codec=codec, **hparams)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its hyper-parameters do not build a {meta['task']} model "
+                         f"({_plain(str(err))})") from None  # fmt: skip
+    try:
+        system.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        detail = _plain(str(err).partition("\n")[2] or str(err))
+        raise ValueError(f"{path}: its weights do not fit the model its hyper-parameters "
+                         f"describe ({detail})") from None  # fmt: skip
     return system.eval()
 
 

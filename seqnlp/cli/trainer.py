@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,17 @@ class SeqnlpCLI(LightningCLI):
             "data", "model.init_args.codec", compute_fn=_codec_of, apply_on="instantiate"
         )
 
+    # Read and check the data a command needs before Lightning starts (and its loggers
+    # make a run folder): bad data then leaves no empty runs/.../version_N behind.
+    def before_fit(self) -> None:
+        self.datamodule.setup("fit")
+
+    def before_validate(self) -> None:
+        self.datamodule.setup("validate")
+
+    def before_test(self) -> None:
+        self.datamodule.setup("test")
+
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` against the recipe's model, then take the model's
         hyper-parameters from the checkpoint (they win over the recipe's).
@@ -42,14 +54,26 @@ class SeqnlpCLI(LightningCLI):
         tests/test_robustness.py fail if a Lightning release stops calling it.
         """
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path == "last":
-            ckpt_path = self.config[subcommand]["ckpt_path"] = _last_checkpoint(
-                self.config[subcommand]
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        # Every checkpoint Lightning reads (the one named here, its own pick-up of SLURM's
+        # hpc_ckpt_*.ckpt, "best", "registry:...") is read weights-only: even with
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, an explicit weights_only=True unpickles no code.
+        if config.get("weights_only") is False:
+            raise ValueError(
+                "--weights_only false is refused: seqnlp reads checkpoints weights-only, so "
+                "that reading one cannot run code (its own checkpoints need nothing else)"
             )
-        if not ckpt_path or ckpt_path in ("best", "hpc") or ckpt_path.startswith("registry"):
-            return  # none, or a checkpoint that Lightning finds itself
-        ckpt = read_checkpoint(ckpt_path)  # a missing or damaged file: one line
+        config["weights_only"] = True
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = config["ckpt_path"] = _last_checkpoint(config)
+        elif ckpt_path == "hpc" or (ckpt_path is None and _on_slurm()):
+            ckpt_path = config["ckpt_path"] = _hpc_checkpoint(config, ckpt_path == "hpc")
+        if not ckpt_path or ckpt_path == "best" or ckpt_path.startswith("registry"):
+            return  # none, or one that Lightning finds itself (read weights-only, as above)
+        ckpt = read_checkpoint(ckpt_path)  # a missing, damaged or unsafe file: one line
         meta = ckpt[CKPT_KEY]
         system_class(meta["class_path"])  # refuses a class outside seqnlp before importing it
         wanted_path = self.config[subcommand].get("model.class_path")
@@ -103,6 +127,31 @@ def _last_checkpoint(config: Namespace) -> str | None:
     return str(newest)
 
 
+def _on_slurm() -> bool:
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect()
+
+
+def _hpc_checkpoint(config: Namespace, asked: bool) -> str | None:
+    """The ``hpc_ckpt_N.ckpt`` with the highest N in the trainer's ``default_root_dir``:
+    what Lightning resumes from under SLURM when no checkpoint is named (and for
+    ``--ckpt_path hpc``). Named here so that seqnlp reads it safely first."""
+    root = Path((config.get("trainer") or {}).get("default_root_dir") or ".")
+    found = [
+        (int(p.stem.removeprefix("hpc_ckpt_")), p)
+        for p in root.glob("hpc_ckpt_*.ckpt")
+        if p.stem.removeprefix("hpc_ckpt_").isdigit()
+    ]
+    if not found:
+        if asked:
+            raise ValueError(f"--ckpt_path hpc: no hpc_ckpt_N.ckpt in {root}")
+        return None
+    path = str(max(found)[1])
+    log.info("resuming from SLURM's %s", path)
+    return path
+
+
 def _codec_of(data: SeqDataModule) -> object:
     return data.codec
 
@@ -124,12 +173,39 @@ def run_trainer_command(argv: Sequence[str]) -> None:
     warnings.filterwarnings("ignore", message=".*configure_optimizers.*will be overridden.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within.*")
-    SeqnlpCLI(
-        System,
-        SeqDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=positional_recipes(argv),
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "seqnlp"},
-    )
+    try:
+        SeqnlpCLI(
+            System,
+            SeqDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=positional_recipes(argv),
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "seqnlp", "exit_on_error": False},
+        )
+    except ArgumentError as err:  # a misspelt key, a value of the wrong type: one line
+        command = argv[0] if argv and argv[0] in TRAINER_COMMANDS else "COMMAND"
+        raise ValueError(f"{argument_problem(err)} (`seqnlp {command} --help` lists the "
+                         f"options)") from None  # fmt: skip
+
+
+def argument_problem(err: Exception) -> str:
+    """jsonargparse's many-line account of a bad recipe value or key, in one line: the
+    key (``model.word_dim``), the class it was given to, and what is wrong."""
+    keys: list[str] = []
+    owner, problem = "", ""
+    for raw in str(err).strip().splitlines():
+        line = raw.strip().removeprefix("- ")
+        if found := re.match(r'Parser key "([^"]+)":', line):
+            keys.append(found.group(1))
+        elif found := re.match(r"Problem with given class_path '([^']+)':", line):
+            owner = found.group(1)
+        elif line and not line.startswith(
+            ("Does not validate", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>",
+             "Given value")
+        ):  # fmt: skip
+            problem = problem or line
+    if not keys:
+        return str(err).strip().splitlines()[0]
+    where = ".".join(keys) + (f" ({owner})" if owner else "")
+    return f"{where}: {problem or str(err).strip().splitlines()[0]}"

@@ -143,6 +143,17 @@ class System(pl.LightningModule):
                 "the checkpoint's vocabularies differ from those built from this recipe's "
                 "training data; use the same training data and vocabulary settings"
             )
+        mine = self.state_dict()
+        theirs = checkpoint["state_dict"]
+        wrong = sorted(set(mine) ^ set(theirs)) or [
+            k for k in mine if tuple(mine[k].shape) != tuple(theirs[k].shape)
+        ]
+        if wrong:
+            raise ValueError(
+                f"the checkpoint's weights do not fit this model ({len(wrong)} differ in name "
+                f"or shape, first {wrong[0]}): the recipe and the checkpoint describe "
+                f"different models"
+            )
         self._rng_to_restore = checkpoint.get(RNG_KEY)
 
     def configure_gradient_clipping(
