@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -48,9 +49,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     }  # fmt: skip
     try:
         if args and args[0] in commands:
+            # SIGTERM (timeout, schedulers) unwinds like Ctrl-C, so that a partial output
+            # is removed rather than left beside the file.
+            signal.signal(signal.SIGTERM, _terminate)
             commands[args[0]](args[1:])
         else:
             run_trainer_command(args)
+    except BrokenPipeError:
+        # The reader of standard output went away (`seqnlp predict ... | head -1`): stop
+        # quietly, as other command-line tools do; Python must not write to it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
     except ValueError as err:
         if os.environ.get("SEQNLP_DEBUG"):
             raise
@@ -60,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             err = err.__cause__
         print(f"seqnlp: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 __all__ = ["main", "positional_recipes"]

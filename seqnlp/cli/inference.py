@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,9 +22,9 @@ if TYPE_CHECKING:
 
 #: per task, the ``evaluate`` options that become the reader's options.
 READER_OPTIONS = {
-    "tagging": ("format:fmt", "token_column", "tag_column", "scheme"),
-    "classification": ("format:fmt", "label_column", "text_column", "header"),
-    "translation": ("format:fmt", "src_lang", "tgt_lang"),
+    "tagging": ("format:fmt", "token_column", "tag_column", "scheme", "encoding"),
+    "classification": ("format:fmt", "label_column", "text_column", "header", "encoding"),
+    "translation": ("format:fmt", "src_lang", "tgt_lang", "encoding"),
 }
 
 
@@ -103,6 +104,8 @@ def _add_search(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoding", default="utf-8",
+                   help="the input's text encoding (default utf-8; e.g. latin-1, cp1252)")
     p.add_argument(
         "--quantize", choices=["int8"], default=None,
         help="int8 dynamic quantization of the LSTM / GRU / linear layers: faster CPU "
@@ -194,7 +197,7 @@ def run_predict(argv: Sequence[str]) -> None:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     # Several processes: each predicts its share of every chunk, rank 0 writes them all.
     n = predict_file(predictor, args.input, args.output, args.input_format, args.output_format,
-                     progress=progress)  # fmt: skip
+                     progress=progress, encoding=args.encoding)  # fmt: skip
     elapsed = time.perf_counter() - start
     rate = n / max(elapsed, 1e-9)
     if fabric is None or fabric.global_rank == 0:
@@ -204,23 +207,30 @@ def run_predict(argv: Sequence[str]) -> None:
 
 def run_evaluate(argv: Sequence[str]) -> None:
     from seqnlp.predict import RankShared
+    from seqnlp.predict.files import atomic_output, refuse_overwriting_input
 
     args = evaluate_parser().parse_args(argv)
+    if args.output:
+        refuse_overwriting_input(args.input, args.output)
     fabric = _launch(args)
     predictor = _load(args, fabric, beam_size=args.beam_size, length_penalty=args.length_penalty)
     reader_options = {}
     for option in READER_OPTIONS[predictor.task]:
         name, _, keyword = option.partition(":")
         reader_options[keyword or name] = getattr(args, name)
-    # Several processes: every rank reads the file and predicts its share of it.
-    scorer = predictor if fabric is None else RankShared(predictor)
-    scores = scorer.evaluate(args.input, **reader_options)
-    _finish(fabric)
-    if fabric is not None and fabric.global_rank != 0:
-        return  # every rank has the same scores; rank 0 reports them
-    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-    text = json.dumps(rounded, indent=2, ensure_ascii=False)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    writes = args.output and (fabric is None or fabric.global_rank == 0)
+    with ExitStack() as stack:
+        # Opened before scoring, so that an output that cannot be written fails at once;
+        # it appears only once the scores are in it.
+        out = stack.enter_context(atomic_output(args.output)) if writes else None
+        # Several processes: every rank reads the file and predicts its share of it.
+        scorer = predictor if fabric is None else RankShared(predictor)
+        scores = scorer.evaluate(args.input, **reader_options)
+        _finish(fabric)
+        if fabric is not None and fabric.global_rank != 0:
+            return  # every rank has the same scores; rank 0 reports them
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+        text = json.dumps(rounded, indent=2, ensure_ascii=False)
+        print(text)
+        if out is not None:
+            out.write(text + "\n")

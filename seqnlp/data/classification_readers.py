@@ -28,6 +28,14 @@ def text_format(path: str | Path, fmt: TextFormat = "auto") -> str:
     )
 
 
+def tsv_cell_problem(cell: str) -> str | None:
+    """Why ``cell`` cannot be written as a TSV cell that the ``tsv`` reader reads back
+    (None when it can): a tab, a line break, a carriage return or a NUL inside it."""
+    if any(c in cell for c in "\t\n\r\x00"):
+        return "it holds a tab, a line break, a carriage return or a NUL"
+    return None
+
+
 def read_labelled_text(
     path: str | Path,
     fmt: TextFormat = "auto",
@@ -109,16 +117,24 @@ def _delimited(
 
     if kind == "tsv":  # TSV cells are not quoted: a quote is text
         reader = csv.reader(numbered(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(numbered(), delimiter=",")
+    else:  # strict: a quote left open must not swallow the rest of the file
+        reader = csv.reader(numbered(), delimiter=",", strict=True)
     label_idx, text_idx = label_column, text_column
     first = True
     while True:
+        start = len(numbers) + 1  # the row's first line is the next one read
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as err:  # e.g. a bare carriage return inside a line
+            opened = numbers[start - 1] if start <= len(numbers) else numbers[-1]
+            if "unexpected end of data" in str(err):
+                raise ValueError(
+                    f"{path}:{opened}: a quoted CSV field opened on this line runs to the end "
+                    f"of the file (an unbalanced \"; a quote inside a quoted field is "
+                    f"written twice, \"\")"
+                ) from None
             raise ValueError(
                 f"{path}:{numbers[-1]}: cannot read {kind.upper()} line: {err}"
             ) from None

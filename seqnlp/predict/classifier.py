@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from seqnlp.data.classification import ClassificationCodec, collate_classification
-from seqnlp.data.classification_readers import read_labelled_text
+from seqnlp.data.classification_readers import read_labelled_text, tsv_cell_problem
 from seqnlp.data.sources import labelled_file
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import ClassifierNetwork
@@ -58,6 +58,10 @@ class ClassificationPredictor(Predictor):
         """``tsv``: ``label<TAB>probability<TAB>text`` (empty cells for empty text)."""
         if fmt != "tsv":
             return super().format_record(record, fmt)
+        problem = tsv_cell_problem(record["text"])
+        if problem:
+            raise ValueError(f"text {record['text'][:40]!r} cannot be written as TSV ({problem}): "
+                             f"write JSON lines instead (--output_format jsonl)")  # fmt: skip
         prob = "" if record["probability"] is None else f"{record['probability']:.4f}"
         return f"{record['label'] or ''}\t{prob}\t{record['text']}\n"
 

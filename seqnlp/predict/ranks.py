@@ -26,6 +26,7 @@ from seqnlp.predict.files import (
     output_format,
     progress_bar,
     read_inputs,
+    refuse_overwriting_input,
 )
 
 T = TypeVar("T")
@@ -118,6 +119,7 @@ def predict_file(
     output_fmt: str = "auto",
     chunk_size: int = 10_000,
     progress: bool = False,
+    encoding: str = "utf-8",
 ) -> int:
     """Stream ``input_path`` through the predictor in chunks into ``output_path`` (``-``:
     standard input and output); returns the records written.
@@ -125,7 +127,7 @@ def predict_file(
     Memory holds one chunk of inputs and records at a time, whatever the file's size.
     The output is written to a temporary file renamed once complete. ``progress``: a
     progress line on standard error (records done, sentences/s; the percentage too when
-    the input is a text or JSON-lines file, counted first).
+    the input is a text or JSON-lines file, counted first). ``encoding``: the input's.
 
     Under a process group (``predict --devices N``) every rank calls it with the same
     arguments: rank 0 reads the input chunk by chunk and sends each chunk to every
@@ -141,18 +143,27 @@ def predict_file(
         def start() -> tuple[TextIO | None, Any, Iterator[list[Any]]]:
             if rank != 0:
                 return None, None, iter(())
+            refuse_overwriting_input(input_path, output_path)
             out = stack.enter_context(atomic_output(output_path))
             bar = stack.enter_context(progress_bar(input_path, input_format, progress))
-            items = read_inputs(input_path, input_format, predictor.jsonl_field)
+            items = read_inputs(input_path, input_format, predictor.jsonl_field, encoding)
             return out, bar, chunked(items, chunk_size)
 
         out, bar, chunks = on_every_rank(start)
         predict = partial(predictor.predict, on_batch=bar.update if bar is not None else None)
         while (chunk := _from_rank_zero(on_every_rank(lambda: next(chunks, None)))) is not None:
             records = predict_on_every_rank(predict, chunk)
-            if out is not None:
-                for record in records:
-                    out.write(predictor.format_record(record, fmt))
-                bar.update(len(chunk) - len(range(0, len(chunk), world)))  # the other ranks'
+
+            def write(records: list[Record] = records, first: int = count + 1) -> None:
+                if out is None:
+                    return
+                for number, record in enumerate(records, start=first):
+                    try:
+                        out.write(predictor.format_record(record, fmt))
+                    except ValueError as err:  # a record its format cannot hold
+                        raise ValueError(f"{output_path}: record {number}: {err}") from None
+                bar.update(len(records) - len(range(0, len(records), world)))  # other ranks'
+
+            on_every_rank(write)  # a failure on rank 0 stops the others too
             count += len(chunk)
     return count
