@@ -130,6 +130,7 @@ class SeqDataModule(pl.LightningDataModule):
         self.datasets: dict[str, datasets.Dataset] = {}
         self._raw: dict[str, datasets.Dataset] = {}
         self._codec: Any = None
+        self._checked: set[str] = set()  # splits whose labels check_split has seen
 
     # -- what a task provides -------------------------------------------------
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
@@ -223,6 +224,11 @@ class SeqDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         encode = self.encoder()
+        if stage == "fit" and self.sources.get("test") and "test" not in self._checked:
+            # Test data the model could not be scored on (an unseen label) fails now,
+            # not after hours of training.
+            self.check_split("test", self.raw("test"))
+            self._checked.add("test")
         for split in _STAGE_SPLITS.get(stage, ()):
             if split == "validation" and not self.sources.get(split):
                 continue
@@ -234,7 +240,9 @@ class SeqDataModule(pl.LightningDataModule):
             if split in self.datasets:
                 continue
             raw = self.raw(split)
-            self.check_split(split, raw)
+            if split not in self._checked:
+                self.check_split(split, raw)
+                self._checked.add(split)
             self.datasets[split] = raw.map(
                 partial(_with_example_ids, encode=encode),
                 batched=True,

@@ -99,6 +99,7 @@ class ClassificationDataModule(SeqDataModule):
         vocab_size, sp_model_type: SentencePiece vocabulary size and ``unigram`` / ``bpe``.
         min_word_freq, max_vocab_size: word-vocabulary limits.
         lowercase: lowercase text before tokenising.
+        encoding: the text encoding of the files (default UTF-8).
         hub_text_field, hub_label_field: column names of hub datasets.
     """
 
@@ -120,6 +121,7 @@ class ClassificationDataModule(SeqDataModule):
         min_word_freq: int = 1,
         max_vocab_size: int | None = None,
         lowercase: bool = False,
+        encoding: str = "utf-8",
         hub_text_field: str = "sentence",
         hub_label_field: str = "label",
         batch_size: int = 32,
@@ -141,7 +143,7 @@ class ClassificationDataModule(SeqDataModule):
         h = self.hparams
         return partial(
             read_labelled_text, fmt=h.format, label_column=h.label_column,
-            text_column=h.text_column, header=h.header,
+            text_column=h.text_column, header=h.header, encoding=h.encoding,
         )  # fmt: skip
 
     def from_hub(self, hub: Any) -> list[dict[str, Any]]:

@@ -7,11 +7,23 @@ number and what was expected.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it; a ValueError that says so otherwise."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(
+            f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)"
+        ) from None
+    return encoding
 
 
 def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
@@ -20,6 +32,7 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
     Decoding errors name the file and the line instead of a byte offset. A UTF-8
     byte-order mark at the start of the file (as some Windows editors write) is dropped.
     """
+    check_encoding(encoding)
     with open(path, "rb") as handle:
         yield from decode_lines(handle, str(path), encoding)
 
@@ -34,7 +47,8 @@ def decode_lines(
         except UnicodeDecodeError as err:
             raise ValueError(
                 f"{name}:{lineno}: cannot decode line as {encoding} ({err.reason} at byte "
-                f"{err.start}); convert the file to {encoding} or set the reader's encoding"
+                f"{err.start}); convert the file to {encoding}, or give its encoding "
+                f"(--encoding for predict and evaluate, data.encoding in a recipe)"
             ) from None
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             line = line.removeprefix("\ufeff")

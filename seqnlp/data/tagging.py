@@ -12,6 +12,7 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
+from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
 from seqnlp.tokenization import StateEquality, Vocab, normalize_word
@@ -111,6 +112,36 @@ class TaggingCodec(StateEquality):
         )
 
 
+_BIOES_MEANING = {
+    "S": "a one-token {} entity", "B": "the first token of a longer {} entity",
+    "I": "inside a longer {} entity", "E": "the last token of a longer {} entity",
+}  # fmt: skip
+
+
+def unseen_tag(records: Iterable[dict[str, Any]], codec: TaggingCodec) -> str | None:
+    """Where and what the first tag of ``records`` (IOB2 tags, and ``lines`` and
+    ``written`` when read ``with_lines``) is that the codec's tag set lacks, as
+    ":LINE: ..." text for an error message; None when every tag is known."""
+    known = set(codec.tags.itos)
+    for record in records:
+        for i, schemed in enumerate(codec.schemed(record["tags"])):
+            if schemed in known:
+                continue
+            where = f":{record['lines'][i]}" if "lines" in record else ""
+            written = record.get("written", record["tags"])[i]
+            meaning = ""
+            if codec.tag_scheme == "bioes":
+                prefix, _, kind = schemed.partition("-")
+                described = _BIOES_MEANING[prefix].format(kind)
+                meaning = f" ({described}, {schemed} in the model's BIOES)"
+            return (
+                f"{where}: tag {written}{meaning} never occurs in the training data, so a "
+                f"model trained on it cannot predict it (the model's tags: "
+                f"{', '.join(codec.tags.itos)})"
+            )
+    return None
+
+
 @dataclass
 class TaggingBatch:
     """A padded batch of sentences.
@@ -197,6 +228,7 @@ class TaggingDataModule(SeqDataModule):
         tag_scheme: scheme the model is trained in (predictions are given in IOB2).
         min_word_freq: words seen fewer times in training map to ``<unk>``.
         lowercase, zero_digits: word normalisation for the word vocabulary.
+        encoding: the text encoding of the files (default UTF-8).
         hub_tokens_field, hub_tags_field: column names of hub datasets.
     """
 
@@ -218,6 +250,7 @@ class TaggingDataModule(SeqDataModule):
         lowercase: bool = False,
         zero_digits: bool = True,
         max_word_chars: int = 40,
+        encoding: str = "utf-8",
         hub_tokens_field: str = "tokens",
         hub_tags_field: str = "ner_tags",
         batch_size: int = 32,
@@ -266,13 +299,16 @@ class TaggingDataModule(SeqDataModule):
         return codec
 
     def check_split(self, split: str, dataset: Any) -> None:
-        known = set(self.codec.tags.itos)
-        unseen = sorted({t for tags in dataset["tags"] for t in self.codec.schemed(tags)} - known)
-        if unseen:
-            raise ValueError(
-                f"{self.source_of(split)}: tags {unseen} never occur in the training data "
-                f"(known: {sorted(known)}); a model trained on it cannot predict them"
-            )
+        found = unseen_tag(({"tags": tags} for tags in dataset["tags"]), self.codec)
+        if found is None:
+            return
+        source = parse_source(self.source_of(split))
+        if source.kind != "hub":  # read the file again, with line numbers, to say where
+            path = self.resolve(source)[0]
+            records = self.file_reader()(path, with_lines=True)
+            found = unseen_tag(records, self.codec) or found
+            raise ValueError(f"{path}{found}")
+        raise ValueError(f"{source.spec}{found}")
 
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
         h = self.hparams
@@ -282,6 +318,7 @@ class TaggingDataModule(SeqDataModule):
             token_column=h.token_column,
             tag_column=h.tag_column,
             scheme=h.input_scheme,
+            encoding=h.encoding,
         )
 
     def encoder(self) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:

@@ -17,8 +17,25 @@ DOCSTART = "-DOCSTART-"
 TaggingFormat = Literal["auto", "conll", "jsonl"]
 
 
+def conll_cell_problem(cell: str) -> str | None:
+    """Why ``cell`` cannot be written as a CoNLL column that ``read_conll`` reads back as
+    it is (None when it can): empty, a tab or line break inside, white space around it
+    (read back stripped), or ``-DOCSTART-`` (read back as a document boundary)."""
+    if not cell:
+        return "it is empty"
+    if "\t" in cell or "\n" in cell or "\r" in cell:
+        return "it holds a tab or a line break"
+    if cell != cell.strip():
+        return "it has white space around it"
+    if cell == DOCSTART:
+        return f"{DOCSTART} is read as a document boundary"
+    return None
+
+
 def split_columns(line: str) -> list[str]:
-    """Tab-separated when the line has a tab (tokens may then hold spaces), else whitespace."""
+    """Tab-separated when the line has a tab (tokens may then hold spaces), else whitespace.
+    White space at the end of the line, tabs included, is not a column."""
+    line = line.rstrip()
     if "\t" in line:
         return [c.strip() for c in line.split("\t")]
     return line.split()
@@ -29,12 +46,14 @@ def read_conll(
     token_column: int = 0,
     tag_column: int | None = -1,
     encoding: str = "utf-8",
-) -> Iterator[dict[str, list[str]]]:
+    with_lines: bool = False,
+) -> Iterator[dict[str, list]]:
     """Read a CoNLL-style column file, one token per line, blank lines between sentences.
 
     ``-DOCSTART-`` lines are dropped wherever they stand, also when one is glued to
     the start of a sentence (as in the CoNLL-2002 Dutch files). With ``tag_column``
-    None the records have tokens only. Tags are returned as written.
+    None the records have tokens only. Tags are returned as written. ``with_lines``:
+    each record also has ``lines``, every token's line number (for error messages).
     """
     needed = column_width(token_column)
     if tag_column is not None:
@@ -43,18 +62,28 @@ def read_conll(
         needed = max(needed, 2)  # a token and a separate tag: a lone "O" is not token "O" + tag "O"
     tokens: list[str] = []
     tags: list[str] = []
+    lines: list[int] = []
+
+    def record() -> dict[str, list]:
+        out: dict[str, list] = {"tokens": tokens}
+        if tag_column is not None:
+            out["tags"] = tags
+        if with_lines:
+            out["lines"] = lines
+        return out
+
     for lineno, line in iter_lines(path, encoding):
         if not line.strip():
             if tokens:
-                yield _record(tokens, tags, tag_column)
-                tokens, tags = [], []
+                yield record()
+                tokens, tags, lines = [], [], []
             continue
         cols = split_columns(line)
         if cols[0] == DOCSTART:
             # A document boundary ends any open sentence (it may stand glued to one).
             if tokens:
-                yield _record(tokens, tags, tag_column)
-                tokens, tags = [], []
+                yield record()
+                tokens, tags, lines = [], [], []
             continue
         if len(cols) < needed:
             raise ValueError(
@@ -67,6 +96,7 @@ def read_conll(
                 f"the same field on this line of {len(cols)} columns: {line!r}"
             )
         tokens.append(cols[token_column])
+        lines.append(lineno)
         if tag_column is not None:
             tag = cols[tag_column]
             if not is_valid_tag(tag):
@@ -76,17 +106,15 @@ def read_conll(
                 )
             tags.append(tag)
     if tokens:
-        yield _record(tokens, tags, tag_column)
-
-
-def _record(tokens: list[str], tags: list[str], tag_column: int | None) -> dict[str, list[str]]:
-    return {"tokens": tokens, "tags": tags} if tag_column is not None else {"tokens": tokens}
+        yield record()
 
 
 def read_tagging_jsonl(
-    path: str | Path, encoding: str = "utf-8", require_tags: bool = True
-) -> Iterator[dict[str, list[str]]]:
-    """Read JSON lines with ``tokens`` and ``tags`` lists of equal length."""
+    path: str | Path, encoding: str = "utf-8", require_tags: bool = True,
+    with_lines: bool = False,
+) -> Iterator[dict[str, list]]:  # fmt: skip
+    """Read JSON lines with ``tokens`` and ``tags`` lists of equal length (``with_lines``:
+    and each token's line number, ``lines``)."""
     for lineno, obj in iter_json_lines(path, encoding):
         if not isinstance(obj, dict) or not _is_str_list(obj.get("tokens")):
             raise ValueError(f"{path}:{lineno}: expected an object with 'tokens': list of strings")
@@ -104,7 +132,8 @@ def read_tagging_jsonl(
             raise ValueError(
                 f"{path}:{lineno}: expected tags O, B-X, I-X, E-X or S-X, found {bad[0]!r}"
             )
-        yield {"tokens": obj["tokens"], "tags": tags}
+        yield {"tokens": obj["tokens"], "tags": tags,
+               **({"lines": [lineno] * len(tags)} if with_lines else {})}  # fmt: skip
 
 
 def _is_str_list(value: object) -> bool:
@@ -124,15 +153,20 @@ def read_tagging_file(
     tag_column: int = -1,
     scheme: Scheme | Literal["auto"] = "auto",
     encoding: str = "utf-8",
-) -> list[dict[str, list[str]]]:
-    """Read a labelled tagging file whole and convert its tags to IOB2."""
+    with_lines: bool = False,
+) -> list[dict[str, list]]:
+    """Read a labelled tagging file whole and convert its tags to IOB2. ``with_lines``:
+    each record also has ``lines`` (every token's line number) and ``written`` (its tags
+    as the file writes them), for error messages."""
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such file")
     if tagging_format(path, fmt) == "jsonl":
-        records = list(read_tagging_jsonl(path, encoding))
+        records = list(read_tagging_jsonl(path, encoding, with_lines=with_lines))
     else:
-        records = list(read_conll(path, token_column, tag_column, encoding))
+        records = list(read_conll(path, token_column, tag_column, encoding, with_lines))
     if not records:
         raise ValueError(f"{path}: expected at least one sentence, found none")
     source = detect_scheme(r["tags"] for r in records) if scheme == "auto" else scheme
+    if with_lines:
+        return [{**r, "tags": to_iob2(r["tags"], source), "written": r["tags"]} for r in records]
     return [{"tokens": r["tokens"], "tags": to_iob2(r["tags"], source)} for r in records]

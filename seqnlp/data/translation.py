@@ -234,6 +234,7 @@ class TranslationDataModule(SeqDataModule):
         vocab_size, sp_model_type, character_coverage: SentencePiece settings.
         max_train_length: drop training pairs with more source or target pieces
             than this (the count is logged); null keeps all.
+        encoding: the text encoding of the files (default UTF-8).
         max_tokens: a budget of padded source + target tokens per training batch
             (``batch_size`` stays the most pairs in one batch).
     """
@@ -257,6 +258,7 @@ class TranslationDataModule(SeqDataModule):
         sp_model_type: Literal["unigram", "bpe"] = "unigram",
         character_coverage: float = 1.0,
         max_train_length: int | None = None,
+        encoding: str = "utf-8",
         max_tokens: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 128,
@@ -279,7 +281,7 @@ class TranslationDataModule(SeqDataModule):
         h = self.hparams
         return partial(
             read_parallel, src_lang=h.src_lang, tgt_lang=h.tgt_lang, fmt=h.format,
-            source_field=h.source_field, target_field=h.target_field,
+            source_field=h.source_field, target_field=h.target_field, encoding=h.encoding,
         )  # fmt: skip
 
     def resolve(self, source: Source) -> tuple[str, str]:

@@ -10,8 +10,13 @@ import torch
 
 from seqnlp.data.batching import pad_2d
 from seqnlp.data.sources import labelled_file
-from seqnlp.data.tagging import TaggingBatch, TaggingCodec, collate_distinct_tokens
-from seqnlp.data.tagging_readers import read_tagging_file
+from seqnlp.data.tagging import (
+    TaggingBatch,
+    TaggingCodec,
+    collate_distinct_tokens,
+    unseen_tag,
+)
+from seqnlp.data.tagging_readers import conll_cell_problem, read_tagging_file
 from seqnlp.data.tagschemes import spans
 from seqnlp.metrics import entity_scores
 from seqnlp.models.tagger import TaggerNetwork
@@ -128,6 +133,11 @@ class TaggingPredictor(Predictor):
         """``conll``: ``token<TAB>tag`` lines closed by one blank line."""
         if fmt != "conll":
             return super().format_record(record, fmt)
+        for i, token in enumerate(record["tokens"], start=1):
+            problem = conll_cell_problem(token)
+            if problem:
+                raise ValueError(f"token {i}, {token!r}, cannot be written as CoNLL ({problem}): "
+                                 f"write JSON lines instead (--output_format jsonl)")  # fmt: skip
         rows = "".join(f"{w}\t{t}\n" for w, t in zip(record["tokens"], record["tags"], strict=True))
         return rows + "\n"
 
@@ -135,8 +145,14 @@ class TaggingPredictor(Predictor):
         self, source: str, **reader_options: Any
     ) -> tuple[list[list[str]], list[list[str]]]:
         """Token lists and gold IOB2 tags of a CoNLL / JSONL file or ``NAME:SPLIT``
-        (``fmt``, ``token_column``, ``tag_column``, ``scheme``: as ``read_tagging_file``)."""
-        gold = read_tagging_file(labelled_file(source), **reader_options)
+        (``fmt``, ``token_column``, ``tag_column``, ``scheme``, ``encoding``: as
+        ``read_tagging_file``). A tag the model cannot predict is refused with its line:
+        the model would score it as a miss without saying why."""
+        path = labelled_file(source)
+        gold = read_tagging_file(path, **reader_options, with_lines=True)
+        unseen = unseen_tag(gold, self.codec)
+        if unseen is not None:
+            raise ValueError(f"{path}{unseen}")
         return [r["tokens"] for r in gold], [r["tags"] for r in gold]
 
     def score(self, gold: list[list[str]], records: list[Record]) -> dict[str, Any]:

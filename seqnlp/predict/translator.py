@@ -143,6 +143,7 @@ class TranslationPredictor(Predictor):
     def read_labelled(
         self, source: str, fmt: ParallelFormat = "auto", src_lang: str | None = None,
         tgt_lang: str | None = None, source_field: str = "source", target_field: str = "target",
+        encoding: str = "utf-8",
     ) -> tuple[list[str], list[str]]:  # fmt: skip
         """Sources and reference translations of a parallel source: a prefix's
         line-aligned ``.SRC_LANG`` / ``.TGT_LANG`` files, a TSV or JSONL file, or a named
@@ -156,7 +157,7 @@ class TranslationPredictor(Predictor):
             raise ValueError("a translator is scored on PREFIX.SRC and PREFIX.TGT files: "
                              "give --src_lang and --tgt_lang")  # fmt: skip
         path, _ = resolve_parallel(parsed, src_lang, tgt_lang, fmt, checksum=False)
-        pairs = read_parallel(path, src_lang, tgt_lang, fmt, source_field, target_field)
+        pairs = read_parallel(path, src_lang, tgt_lang, fmt, source_field, target_field, encoding)
         return [p["source"] for p in pairs], [p["target"] for p in pairs]
 
     def score(self, gold: list[str], records: list[Record]) -> dict[str, Any]:
