@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from seqnlp.outputs import atomic_output, refuse_overwriting_input
+
 if TYPE_CHECKING:
     from seqnlp.tasks.base import System
 
@@ -207,9 +209,9 @@ def average_checkpoints(paths: list[str | Path], output: str | Path) -> int:
         for k in (CKPT_KEY, "hyper_parameters", "pytorch-lightning_version")
         if k in first
     }
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    torch.save({**keep, "state_dict": averaged, "averaged_from": [str(p) for p in paths]}, tmp)
-    tmp.replace(out)
+    for path in paths:
+        refuse_overwriting_input(str(path), str(output))
+    with atomic_output(str(output), binary=True) as handle:
+        torch.save({**keep, "state_dict": averaged, "averaged_from": [str(p) for p in paths]},
+                   handle)  # fmt: skip
     return len(paths)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from seqnlp.outputs import atomic_output
+
 
 def plot_attention(
     source: Sequence[str], target: Sequence[str], weights: torch.Tensor, path: str | Path
@@ -31,7 +33,9 @@ def plot_attention(
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_output(str(out), binary=True) as handle:
+            fig.savefig(handle, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return out

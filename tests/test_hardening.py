@@ -391,3 +391,17 @@ def test_checkpoint_saves_log_no_weights_only_line(tmp_path, caplog):
              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])  # fmt: skip
     assert "weights_only` was not set" not in caplog.text
     assert read_checkpoint(next((tmp_path / "r").glob("**/last.ckpt")))
+
+
+def test_average_never_writes_over_one_of_its_inputs(tagger_ckpt, tmp_path, capsys):
+    import shutil
+
+    first = tmp_path / "first.ckpt"
+    shutil.copy(tagger_ckpt, first)
+    before = first.read_bytes()
+    with pytest.raises(SystemExit):
+        main(["average", str(first), str(tagger_ckpt), "--output", str(first)])
+    assert "would destroy the input" in _error_line(capsys)
+    assert first.read_bytes() == before
+    main(["average", str(first), str(tagger_ckpt), "--output", str(tmp_path / "avg.ckpt")])
+    assert load_system(tmp_path / "avg.ckpt") and not list(tmp_path.glob(".*.part"))

@@ -17,8 +17,8 @@ from seqnlp.data.classification import ClassificationCodec
 from seqnlp.data.classification_readers import read_labelled_text, tsv_cell_problem
 from seqnlp.data.tagging import TaggingCodec
 from seqnlp.data.tagging_readers import conll_cell_problem, read_conll, read_tagging_file
+from seqnlp.outputs import atomic_output
 from seqnlp.predict import ClassificationPredictor, TaggingPredictor
-from seqnlp.predict.files import atomic_output
 from seqnlp.tasks import Classifier, Tagger
 from seqnlp.tokenization import Vocab, WordTokenizer
 

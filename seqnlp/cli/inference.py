@@ -206,8 +206,8 @@ def run_predict(argv: Sequence[str]) -> None:
 
 
 def run_evaluate(argv: Sequence[str]) -> None:
+    from seqnlp.outputs import atomic_output, refuse_overwriting_input
     from seqnlp.predict import RankShared
-    from seqnlp.predict.files import atomic_output, refuse_overwriting_input
 
     args = evaluate_parser().parse_args(argv)
     if args.output:

@@ -18,16 +18,9 @@ from typing import Any, TextIO, TypeVar
 import torch.distributed as dist
 
 from seqnlp.distributed import rank_and_world
+from seqnlp.outputs import atomic_output, refuse_overwriting_input
 from seqnlp.predict.base import Predictor, Record
-from seqnlp.predict.files import (
-    InputFormat,
-    atomic_output,
-    chunked,
-    output_format,
-    progress_bar,
-    read_inputs,
-    refuse_overwriting_input,
-)
+from seqnlp.predict.files import InputFormat, chunked, output_format, progress_bar, read_inputs
 
 T = TypeVar("T")
 
