@@ -46,7 +46,10 @@ def _seqnlp(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProce
 
 
 # -- code execution ------------------------------------------------------------------------
-@pytest.mark.parametrize("how", ["slurm pick-up", "--ckpt_path hpc", "--ckpt_path last"])
+@pytest.mark.parametrize(
+    "how", ["slurm pick-up", "--ckpt_path hpc", "--ckpt_path last", "fit --ckpt_path FILE",
+            "test --ckpt_path FILE"],
+)  # fmt: skip
 def test_a_planted_checkpoint_runs_no_code_on_any_path(how, ner_files, tagger_ckpt, tmp_path):
     marker = tmp_path / "ran"
     root = tmp_path / "run"
@@ -57,6 +60,9 @@ def test_a_planted_checkpoint_runs_no_code_on_any_path(how, ner_files, tagger_ck
     if how == "--ckpt_path last":
         planted = _plant(root / "last.ckpt", tagger_ckpt, marker)
         args += ["--ckpt_path", "last"]
+    elif how.endswith("FILE"):
+        planted = _plant(tmp_path / "resume.ckpt", tagger_ckpt, marker)
+        args = [how.split()[0], *args[1:], "--ckpt_path", str(planted)]
     else:
         planted = _plant(root / "hpc_ckpt_1.ckpt", tagger_ckpt, marker)
         if how == "slurm pick-up":  # Lightning resumes from hpc_ckpt_N under SLURM by itself
