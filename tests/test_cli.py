@@ -82,7 +82,8 @@ def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):
           "--output", str(out)])  # fmt: skip
     records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["tokens"] for r in records] == [ln.split() for ln in lines]
-    assert records[1] == records[2] == {"tokens": [], "tags": [], "entities": []}
+    empty = {"tokens": [], "token_offsets": [], "tags": [], "entities": []}
+    assert records[1] == records[2] == empty
     first = records[0]
     assert first["tags"][0] == "B-PER" and first["tags"][3] == "B-LOC"
     assert {"type": "PER", "start": 0, "end": 1, "text": "Ana"}.items() <= first["entities"][

@@ -137,7 +137,8 @@ def test_nbest_prediction_gives_probable_alternatives(tiny_ner, tmp_path):
         probs = [a["probability"] for a in alternatives]
         assert all(p > 0 for p in probs) and sum(probs) <= 1.0001
         assert len({tuple(a["tags"]) for a in alternatives}) == 3
-    assert predictor_of(model).predict(sentences)[0].keys() == {"tokens", "tags", "entities"}
+    keys = {"tokens", "token_offsets", "tags", "entities"}
+    assert predictor_of(model).predict(sentences)[0].keys() == keys
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_ner, tmp_path):

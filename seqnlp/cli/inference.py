@@ -34,9 +34,18 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="input file, or - for standard input")
     p.add_argument("--output", default="-", help="output file (default: standard output)")
     p.add_argument(
-        "--input_format", default="auto", choices=["auto", "text", "conll", "jsonl"],
-        help="text: one item per line (tagging: whitespace-tokenised); conll (tagging); jsonl "
-        "(field tokens for tagging, text otherwise). auto: by extension, else text",
+        "--input_format", default="auto", choices=["auto", "text", "document", "conll", "jsonl"],
+        help="text: one item per line, raw text (or tokens with --pretokenized); document "
+        "(tagging): a line holds several sentences; conll (tagging); jsonl (field tokens for "
+        "tagging, text otherwise; see --text_field). auto: by extension, else text",
+    )  # fmt: skip
+    p.add_argument("--text_field", default=None,
+                   help="jsonl input: the field that holds the text (default: tokens for a "
+                   "tagger, a string or a list; text otherwise)")  # fmt: skip
+    p.add_argument(
+        "--pretokenized", action="store_true", default=None,
+        help="tagging, classification: each line is tokens separated by white space already, "
+        "not raw text (the model's pretokenizer is not used)",
     )  # fmt: skip
     p.add_argument(
         "--output_format", default="auto", choices=["auto", "jsonl", "conll", "tsv", "text"],
@@ -88,6 +97,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     classification.add_argument("--text_column", type=int_or_str, default=-1,
                                 help="index or name")  # fmt: skip
     classification.add_argument("--header", action=argparse.BooleanOptionalAction, default=None)
+    classification.add_argument(
+        "--pretokenized", action=argparse.BooleanOptionalAction, default=None,
+        help="the texts are tokenized already (default: as the model's training text was)",
+    )  # fmt: skip
     translation = p.add_argument_group("translation")
     translation.add_argument("--src_lang", help="source side: PREFIX.SRC_LANG")
     translation.add_argument("--tgt_lang", help="target side: PREFIX.TGT_LANG")
@@ -191,13 +204,17 @@ def run_predict(argv: Sequence[str]) -> None:
 
     args = predict_parser().parse_args(argv)
     fabric = _launch(args)
+    documents = args.input_format == "document"
     predictor = _load(args, fabric, confidence=args.confidence, n_best=args.n_best,
-                      beam_size=args.beam_size, length_penalty=args.length_penalty)  # fmt: skip
+                      beam_size=args.beam_size, length_penalty=args.length_penalty,
+                      pretokenized=args.pretokenized, documents=documents or None)  # fmt: skip
     start = time.perf_counter()
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     # Several processes: each predicts its share of every chunk, rank 0 writes them all.
-    n = predict_file(predictor, args.input, args.output, args.input_format, args.output_format,
-                     progress=progress, encoding=args.encoding)  # fmt: skip
+    input_format = "text" if documents else args.input_format
+    n = predict_file(predictor, args.input, args.output, input_format, args.output_format,
+                     progress=progress, encoding=args.encoding,
+                     jsonl_field=args.text_field)  # fmt: skip
     elapsed = time.perf_counter() - start
     rate = n / max(elapsed, 1e-9)
     if fabric is None or fabric.global_rank == 0:
@@ -213,7 +230,8 @@ def run_evaluate(argv: Sequence[str]) -> None:
     if args.output:
         refuse_overwriting_input(args.input, args.output)
     fabric = _launch(args)
-    predictor = _load(args, fabric, beam_size=args.beam_size, length_penalty=args.length_penalty)
+    predictor = _load(args, fabric, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                      pretokenized=args.pretokenized)
     reader_options = {}
     for option in READER_OPTIONS[predictor.task]:
         name, _, keyword = option.partition(":")

@@ -25,6 +25,7 @@ from seqnlp.data.batching import BucketBatchSampler
 from seqnlp.data.resumable import ResumableDataLoader
 from seqnlp.data.sources import (
     CATALOG,
+    NamedDataset,
     Source,
     checksummed,
     load_hub,
@@ -37,6 +38,7 @@ from seqnlp.data.streaming import (
     StreamingDataLoader,
     count_kept,
 )
+from seqnlp.text import Pretokenizer
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -166,6 +168,19 @@ class SeqDataModule(pl.LightningDataModule):
         return self._codec
 
     # -- shared machinery -----------------------------------------------------
+    def catalog_entry(self) -> NamedDataset | None:
+        """The named dataset the training split comes from, if it is one."""
+        source = parse_source(self.sources["train"] or "")
+        return CATALOG[source.name] if source.kind == "named" else None
+
+    def pretokenizer(self) -> Pretokenizer:
+        """How a model trained on this data splits raw text: ``data.pretokenizer`` in
+        ``data.language`` (default: the named dataset's language, else ``xx``)."""
+        h = self.hparams
+        entry = self.catalog_entry()
+        language = h.get("language") or (entry.language if entry else "xx")
+        return Pretokenizer(h.get("pretokenizer", "spacy"), language)
+
     def source_of(self, split: str) -> str:
         source = self.sources.get(split)
         if not source:

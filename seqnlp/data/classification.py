@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -13,6 +13,7 @@ import torch
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_with_lengths
 from seqnlp.data.classification_readers import TextFormat, read_labelled_text
+from seqnlp.text import PretokenizerKind, RawText, TextNormalizer
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
     StateEquality,
@@ -26,25 +27,57 @@ log = logging.getLogger(__name__)
 
 
 class ClassificationCodec(StateEquality):
-    """The classifier's codec: the tokenizer and the label set; stored in every
-    classifier checkpoint.
+    """The classifier's codec: the tokenizer, the label set and how raw text becomes the
+    training text's tokens; stored in every classifier checkpoint.
 
     Labels are ordered alphabetically, so class ids do not depend on frequencies.
+
+    Args:
+        tokenizer, labels: the vocabulary tokenizer (words or pieces) and label set.
+        raw: how raw text becomes tokens in the training text's form
+            (``seqnlp.text.RawText``); None for a codec saved before seqnlp 0.2, whose
+            text goes to the tokenizer as it is.
+        pretokenized: the training text was tokenized (and normalised) already.
     """
 
-    def __init__(self, tokenizer: Tokenizer, labels: Vocab) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, labels: Vocab, raw: RawText | None = None,
+        pretokenized: bool = True,
+    ) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.labels = labels
+        self.raw = raw
+        self.pretokenized = pretokenized
 
     def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+        """Token ids of ``text`` written as the training text was."""
+        return self.tokenizer.encode(text) if self.pretokenized else self.encode_raw(text)
+
+    def encode_raw(self, text: str) -> list[int]:
+        """Token ids of raw ``text``: split and normalised as the training text was."""
+        if self.raw is None:
+            return self.tokenizer.encode(text)
+        return self.tokenizer.encode(" ".join(self.raw.tokenize(text)[0]))
+
+    def encode_pretokenized(self, text: str) -> list[int]:
+        """Token ids of white-space separated tokens, each normalised (for a corpus in
+        the training text's form, a no-op)."""
+        if self.raw is None:
+            return self.tokenizer.encode(text)
+        normalize = self.raw.normalizer.normalize
+        return self.tokenizer.encode(" ".join(normalize(t) for t in text.split()))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
+        state = {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
+        if self.raw is not None:
+            state.update(raw=self.raw.state_dict(), pretokenized=self.pretokenized)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ClassificationCodec:
-        return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]))
+        raw = RawText.from_state(state["raw"]) if "raw" in state else None
+        return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]),
+                   raw, state.get("pretokenized", True))  # fmt: skip
 
 
 @dataclass
@@ -60,6 +93,16 @@ class ClassificationBatch:
 
     def __len__(self) -> int:
         return self.token_ids.size(0)
+
+
+class _Joined:
+    """Raw texts as the pretokenizer and normaliser make them (re-iterable, lazy)."""
+
+    def __init__(self, texts: Iterable[str], raw: RawText) -> None:
+        self.texts, self.raw = texts, raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (" ".join(self.raw.tokenize(text)[0]) for text in self.texts)
 
 
 def encode_classification(
@@ -100,6 +143,14 @@ class ClassificationDataModule(SeqDataModule):
         min_word_freq, max_vocab_size: word-vocabulary limits.
         lowercase: lowercase text before tokenising.
         encoding: the text encoding of the files (default UTF-8).
+        pretokenized: the texts are tokenized (and normalised) already, as SST-2's
+            are; default: what the named dataset says, else false (raw text, split by
+            the pretokenizer for training too).
+        pretokenizer, language: how the model splits raw text: ``spacy`` (spaCy's
+            rule-based tokenizer for ``language``; default the named dataset's
+            language, else ``xx``) or ``whitespace``. What the training tokens imply
+            (lowercase, PTB brackets and quotes, split clitics) is learned and applied
+            to raw text in the same way.
         hub_text_field, hub_label_field: column names of hub datasets.
     """
 
@@ -122,6 +173,9 @@ class ClassificationDataModule(SeqDataModule):
         max_vocab_size: int | None = None,
         lowercase: bool = False,
         encoding: str = "utf-8",
+        pretokenized: bool | None = None,
+        pretokenizer: PretokenizerKind = "spacy",
+        language: str | None = None,
         hub_text_field: str = "sentence",
         hub_label_field: str = "label",
         batch_size: int = 32,
@@ -156,9 +210,26 @@ class ClassificationDataModule(SeqDataModule):
             for row in hub
         ]  # fmt: skip
 
+    def is_pretokenized(self) -> bool:
+        """Whether the training texts are tokenized already (``data.pretokenized``)."""
+        if self.hparams.pretokenized is not None:
+            return bool(self.hparams.pretokenized)
+        entry = self.catalog_entry()
+        return bool(entry and entry.pretokenized)
+
     def fit_codec(self, train: Any) -> ClassificationCodec:
         h = self.hparams
-        texts = train["text"]
+        pretokenized = self.is_pretokenized()
+        raw = RawText(self.pretokenizer())
+        if pretokenized:
+            raw.normalizer = TextNormalizer.fit(w for text in train["text"] for w in text.split())
+            texts: Any = train["text"]
+        else:  # raw training text goes through the pretokenizer, as raw input will
+            split = raw.pretokenizer.spans
+            raw.normalizer = TextNormalizer.fit(
+                text[s:e] for text in train["text"] for s, e in split(text)
+            )
+            texts = _Joined(train["text"], raw)
         tokenizer: Tokenizer
         if h.tokenizer == "sentencepiece":
             tokenizer = SentencePieceTokenizer.fit(
@@ -168,8 +239,9 @@ class ClassificationDataModule(SeqDataModule):
         else:
             tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
         labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
-        log.info("tokenizer: %s, %d ids; labels %s", h.tokenizer, len(tokenizer), labels.itos)
-        return ClassificationCodec(tokenizer, labels)
+        log.info("tokenizer: %s, %d ids; labels %s; raw text: %s%s", h.tokenizer, len(tokenizer),
+                 labels.itos, raw.describe(), "" if pretokenized else " (training text too)")
+        return ClassificationCodec(tokenizer, labels, raw, pretokenized)
 
     def check_split(self, split: str, dataset: Any) -> None:
         unseen = sorted(set(dataset["label"]) - set(self.codec.labels.itos))

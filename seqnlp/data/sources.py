@@ -45,10 +45,15 @@ class CatalogFile:
 
 @dataclass(frozen=True)
 class NamedDataset:
+    """A corpus of the catalog; ``language`` (spaCy's code) and ``pretokenized`` say how
+    its text is written, for the pretokenizer a model trained on it carries."""
+
     name: str
     task: str
     description: str
     splits: dict[str, CatalogFile]
+    language: str = "xx"
+    pretokenized: bool = False
 
 
 _CONLL2002_ZIP = (
@@ -115,6 +120,7 @@ CATALOG: dict[str, NamedDataset] = {
                 "637b27148850bc9989bd429ca1eeb91f6749e6caec4f61bfb2a2c57346915b47",
             ),
         ),
+        language="es", pretokenized=True,
     ),
     "sample_sentiment": NamedDataset(
         "sample_sentiment",
@@ -129,6 +135,7 @@ CATALOG: dict[str, NamedDataset] = {
                 "fc98579496ec382bcf81358e0130162c467b795ab07c837518afcba9c1232938",
             ),
         ),
+        language="en", pretokenized=True,
     ),
     "sst2": NamedDataset(
         "sst2",
@@ -156,6 +163,7 @@ CATALOG: dict[str, NamedDataset] = {
                 ),
             )
         },
+        language="en", pretokenized=True,
     ),
     "conll2002_es": NamedDataset(
         "conll2002_es",
@@ -169,6 +177,7 @@ CATALOG: dict[str, NamedDataset] = {
                 "1f8f7a392c6d4979a5592a5794eed43d7869b46da6851bbcde99714149f1d016",
             ),
         ),
+        language="es", pretokenized=True,
     ),
     "conll2002_nl": NamedDataset(
         "conll2002_nl",
@@ -182,6 +191,7 @@ CATALOG: dict[str, NamedDataset] = {
                 "2aa748edb82e6f9c4d82e57a4bed69ded18cfa4803122c75070335d513517488",
             ),
         ),
+        language="nl", pretokenized=True,
     ),
     "multi30k": NamedDataset(
         "multi30k",

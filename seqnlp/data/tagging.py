@@ -15,15 +15,16 @@ from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_length
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
+from seqnlp.text import Pretokenizer, PretokenizerKind, RawText, TextNormalizer
 from seqnlp.tokenization import StateEquality, Vocab, normalize_word
 
 log = logging.getLogger(__name__)
 
 
 class TaggingCodec(StateEquality):
-    """The tagger's codec: everything needed to turn tokens into model inputs and tag
-    ids back into tags (word, character and tag vocabularies, the word normalisation
-    and the tag scheme).
+    """The tagger's codec: everything needed to turn text into model inputs and tag ids
+    back into tags: word, character and tag vocabularies, the word normalisation, the
+    tag scheme, and ``raw`` (how raw text becomes tokens: ``seqnlp.text.RawText``).
 
     Stored in every tagger checkpoint, so prediction needs no data files. (A plain
     class, not a dataclass, so that the CLI links it whole instead of exposing its
@@ -39,7 +40,9 @@ class TaggingCodec(StateEquality):
         lowercase: bool = False,
         zero_digits: bool = True,
         max_word_chars: int = 40,
+        raw: RawText | None = None,
     ) -> None:
+        self.raw = raw or RawText()
         self.words = words
         self.chars = chars
         self.tags = tags
@@ -58,15 +61,19 @@ class TaggingCodec(StateEquality):
         lowercase: bool = False,
         zero_digits: bool = True,
         max_word_chars: int = 40,
+        pretokenizer: Pretokenizer | None = None,
     ) -> TaggingCodec:
-        """Fit on training records (tags already in IOB2)."""
+        """Fit on training records (tags already in IOB2); ``pretokenizer`` splits raw text
+        for the model, and what the training tokens imply is learned for it."""
         # Generators, one pass each: a streamed corpus is never held whole.
         norm = ([normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records)
         words = Vocab.fit(norm, min_freq=min_word_freq, max_size=max_vocab_size)
         chars = Vocab.fit(list(w) for r in records for w in r["tokens"])
         schemed = (convert(r["tags"], "iob2", tag_scheme) for r in records)
         tags = Vocab.fit(schemed, pad=None, unk=None)
-        return cls(words, chars, tags, tag_scheme, lowercase, zero_digits, max_word_chars)
+        normalizer = TextNormalizer.fit(w for r in records for w in r["tokens"])
+        raw = RawText(pretokenizer, normalizer)
+        return cls(words, chars, tags, tag_scheme, lowercase, zero_digits, max_word_chars, raw)
 
     def encode_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
         """Word ids (time,) and character ids (time, chars<=max_word_chars)."""
@@ -97,6 +104,7 @@ class TaggingCodec(StateEquality):
             "lowercase": self.lowercase,
             "zero_digits": self.zero_digits,
             "max_word_chars": self.max_word_chars,
+            "raw": self.raw.state_dict(),
         }
 
     @classmethod
@@ -109,6 +117,7 @@ class TaggingCodec(StateEquality):
             state["lowercase"],
             state["zero_digits"],
             state["max_word_chars"],
+            RawText.from_state(state.get("raw")),  # absent before seqnlp 0.2: whitespace
         )
 
 
@@ -229,6 +238,10 @@ class TaggingDataModule(SeqDataModule):
         min_word_freq: words seen fewer times in training map to ``<unk>``.
         lowercase, zero_digits: word normalisation for the word vocabulary.
         encoding: the text encoding of the files (default UTF-8).
+        pretokenizer, language: how the model splits raw text into tokens when it
+            predicts: ``spacy`` (spaCy's rule-based tokenizer for ``language``; default
+            the named dataset's language, else ``xx``, many languages) or
+            ``whitespace``. Training files are read as tokenized already.
         hub_tokens_field, hub_tags_field: column names of hub datasets.
     """
 
@@ -251,6 +264,8 @@ class TaggingDataModule(SeqDataModule):
         zero_digits: bool = True,
         max_word_chars: int = 40,
         encoding: str = "utf-8",
+        pretokenizer: PretokenizerKind = "spacy",
+        language: str | None = None,
         hub_tokens_field: str = "tokens",
         hub_tags_field: str = "ner_tags",
         batch_size: int = 32,
@@ -292,10 +307,10 @@ class TaggingDataModule(SeqDataModule):
         h = self.hparams
         codec = TaggingCodec.fit(
             train, h.min_word_freq, h.max_vocab_size, h.tag_scheme, h.lowercase, h.zero_digits,
-            h.max_word_chars,
+            h.max_word_chars, self.pretokenizer(),
         )  # fmt: skip
-        log.info("vocabularies: %d words, %d characters, tags %s", len(codec.words),
-                 len(codec.chars), codec.tags.itos)  # fmt: skip
+        log.info("vocabularies: %d words, %d characters, tags %s; raw text: %s", len(codec.words),
+                 len(codec.chars), codec.tags.itos, codec.raw.describe())  # fmt: skip
         return codec
 
     def check_split(self, split: str, dataset: Any) -> None:

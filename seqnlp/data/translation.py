@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -15,6 +16,7 @@ from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_with_lengths
 from seqnlp.data.parallel_readers import ParallelFormat, language_files, read_parallel
 from seqnlp.data.sources import CATALOG, Source, checksummed, resolve_named, sha256sum
+from seqnlp.text import TextNormalizer
 from seqnlp.tokenization import SentencePieceTokenizer, StateEquality
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,14 @@ class TranslationCodec(StateEquality):
         source: SentencePieceTokenizer,
         target: SentencePieceTokenizer | TargetPieces,
         joint: bool,
+        source_normalizer: TextNormalizer | None = None,
     ) -> None:
         if target.bos_id < 0 or target.eos_id < 0 or source.eos_id < 0:
             raise ValueError("translation tokenizers need <s> and </s> ids (bos_eos=True)")
         self.source = source
         self.target = target
         self.joint = joint
+        self.source_normalizer = source_normalizer
 
     @classmethod
     def fit(
@@ -110,6 +114,10 @@ class TranslationCodec(StateEquality):
         return cls(fit(sources), fit(targets), joint=False)
 
     def encode_source(self, text: str) -> list[int]:
+        """Source ids of raw text, ``</s>`` last; put in Unicode NFC and given the training
+        sources' quotes and case first (``source_normalizer``; none before seqnlp 0.2)."""
+        if self.source_normalizer is not None:
+            text = self.source_normalizer.normalize(unicodedata.normalize("NFC", text))
         return [*self.source.encode(text), self.source.eos_id]
 
     def encode_target(self, text: str) -> list[int]:
@@ -127,6 +135,8 @@ class TranslationCodec(StateEquality):
         }
         if isinstance(self.target, TargetPieces):
             state["target_pieces"] = list(self.target.kept)
+        if self.source_normalizer is not None:
+            state["source_normalizer"] = self.source_normalizer.state_dict()
         return state
 
     @classmethod
@@ -137,7 +147,9 @@ class TranslationCodec(StateEquality):
         )
         if state.get("target_pieces") is not None:  # absent in checkpoints before it existed
             target = TargetPieces(source, state["target_pieces"])
-        return cls(source, target, state["joint"])
+        normalizer = state.get("source_normalizer")
+        return cls(source, target, state["joint"],
+                   TextNormalizer.from_state(normalizer) if normalizer else None)  # fmt: skip
 
 
 @dataclass
@@ -301,6 +313,12 @@ class TranslationDataModule(SeqDataModule):
             train["source"], train["target"], h.joint_vocab, h.vocab_size, h.sp_model_type,
             h.character_coverage, self.sentencepiece_sample, h.target_pieces == "used",
         )  # fmt: skip
+        # Only the characters are normalised (the sources are raw text for SentencePiece):
+        # Unicode NFC, and quotes and case as the training sources write them.
+        normalizer = TextNormalizer.fit(w for text in train["source"] for w in text.split())
+        codec.source_normalizer = TextNormalizer(
+            lowercase=normalizer.lowercase, straight_quotes=normalizer.straight_quotes
+        )
         log.info("sentencepiece: %s, %d / %d pieces", "joint" if h.joint_vocab else "separate",
                  len(codec.source), len(codec.target))  # fmt: skip
         return codec

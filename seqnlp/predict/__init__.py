@@ -38,6 +38,8 @@ def load(
     beam_size: int | None = None,
     length_penalty: float | None = None,
     max_tokens: int | None = None,
+    pretokenized: bool | None = None,
+    documents: bool | None = None,
 ) -> Predictor:
     """The predictor of a checkpoint, whatever its task, built once with every option.
 
@@ -54,6 +56,10 @@ def load(
         beam_size, n_best, length_penalty, max_tokens: translation: beam size (default
             5; 1 is greedy), translations per source, GNMT length-penalty alpha (default
             the model's), padded source pieces per batch (default 8,192).
+        pretokenized: tagging and classification: strings are tokens separated by
+            white space already, not raw text (default: raw text; a classifier's
+            ``evaluate`` reads a labelled file as its training text was).
+        documents: tagging: each string is a document, split into sentences.
 
     An option left at None takes the task's default; one given for a task it does not
     apply to (``beam_size`` for a tagger) is refused.
@@ -65,6 +71,7 @@ def load(
     given = {
         "confidence": confidence, "n_best": n_best, "beam_size": beam_size,
         "length_penalty": length_penalty, "max_tokens": max_tokens,
+        "pretokenized": pretokenized, "documents": documents,
     }  # fmt: skip
     given = {name: value for name, value in given.items() if value is not None}
     foreign = sorted(set(given) - set(predictor_class.options))

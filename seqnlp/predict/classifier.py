@@ -13,20 +13,36 @@ from seqnlp.data.sources import labelled_file
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import ClassifierNetwork
 from seqnlp.predict.base import Predictor, Record
+from seqnlp.text import Tokenized
 
 
 class ClassificationPredictor(Predictor):
-    """Labels raw texts.
+    """Labels raw texts: each is split into tokens and normalised as the training text
+    was (``codec.raw``: "Great film!" reads as "great film !" for a model trained on
+    SST-2), or with ``pretokenized`` taken as tokens separated by white space.
 
     Each record is ``{"text", "label", "probability", "probabilities"}``
     (probabilities by label). Text that is empty or only whitespace gives
     ``label`` and ``probability`` null and no probabilities.
+
+    Args:
+        network, codec, batch_size, parallel_batches: as ``Predictor``.
+        pretokenized: texts are tokenized already. Default: ``predict`` takes raw
+            text, ``evaluate`` reads a labelled file as the training text was.
     """
 
     task = "classification"
+    options = ("pretokenized",)
     text_formats = ("tsv",)
     network: ClassifierNetwork
     codec: ClassificationCodec
+
+    def __init__(
+        self, network: ClassifierNetwork, codec: ClassificationCodec, batch_size: int = 64,
+        parallel_batches: int = 1, pretokenized: bool | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(network, codec, batch_size, parallel_batches)
+        self.pretokenized = pretokenized
 
     def length(self, item: str) -> int:
         return len(item.split())
@@ -36,7 +52,12 @@ class ClassificationPredictor(Predictor):
         records: list[Record] = [
             {"text": t, "label": None, "probability": None, "probabilities": {}} for t in items
         ]
-        encoded = {i: self.codec.encode_text(t) for i, t in enumerate(items) if t.strip()}
+        codec = self.codec
+        encoded = {
+            i: (codec.encode_pretokenized if self.pretokenized or isinstance(t, Tokenized)
+                else codec.encode_raw)(t)
+            for i, t in enumerate(items) if t.strip()
+        }  # fmt: skip
         encoded = {i: ids for i, ids in encoded.items() if ids}
         if not encoded:
             return records
@@ -67,14 +88,18 @@ class ClassificationPredictor(Predictor):
 
     def read_labelled(self, source: str, **reader_options: Any) -> tuple[list[str], list[int]]:
         """Texts and gold class ids of a labelled-text file or ``NAME:SPLIT`` (``fmt``,
-        ``label_column``, ``text_column``, ``header``: as ``read_labelled_text``)."""
+        ``label_column``, ``text_column``, ``header``, ``encoding``: as
+        ``read_labelled_text``). Its texts are tokenized if ``pretokenized`` says so,
+        or by default if the training text was."""
         path = labelled_file(source)
+        tokenized = self.codec.pretokenized if self.pretokenized is None else self.pretokenized
         gold = read_labelled_text(path, **reader_options)
         labels = self.codec.labels
         unseen = sorted({r["label"] for r in gold} - set(labels.itos))
         if unseen:
             raise ValueError(f"{path}: labels {unseen} are not among the model's {labels.itos}")
-        return [r["text"] for r in gold], [labels.index(r["label"]) for r in gold]
+        texts = [Tokenized(r["text"]) if tokenized else r["text"] for r in gold]
+        return texts, [labels.index(r["label"]) for r in gold]
 
     def score(self, gold: list[int], records: list[Record]) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class scores, the confusion matrix and the labels."""

@@ -113,6 +113,7 @@ def predict_file(
     chunk_size: int = 10_000,
     progress: bool = False,
     encoding: str = "utf-8",
+    jsonl_field: str | None = None,
 ) -> int:
     """Stream ``input_path`` through the predictor in chunks into ``output_path`` (``-``:
     standard input and output); returns the records written.
@@ -120,7 +121,8 @@ def predict_file(
     Memory holds one chunk of inputs and records at a time, whatever the file's size.
     The output is written to a temporary file renamed once complete. ``progress``: a
     progress line on standard error (records done, sentences/s; the percentage too when
-    the input is a text or JSON-lines file, counted first). ``encoding``: the input's.
+    the input is a text or JSON-lines file, counted first). ``encoding``: the input's;
+    ``jsonl_field``: the JSON-lines field read (default the predictor's).
 
     Under a process group (``predict --devices N``) every rank calls it with the same
     arguments: rank 0 reads the input chunk by chunk and sends each chunk to every
@@ -139,7 +141,8 @@ def predict_file(
             refuse_overwriting_input(input_path, output_path)
             out = stack.enter_context(atomic_output(output_path))
             bar = stack.enter_context(progress_bar(input_path, input_format, progress))
-            items = read_inputs(input_path, input_format, predictor.jsonl_field, encoding)
+            field = jsonl_field or predictor.jsonl_field
+            items = read_inputs(input_path, input_format, field, encoding)
             return out, bar, chunked(items, chunk_size)
 
         out, bar, chunks = on_every_rank(start)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,33 +19,58 @@ from seqnlp.data.tagging import (
     unseen_tag,
 )
 from seqnlp.data.tagging_readers import conll_cell_problem, read_tagging_file
-from seqnlp.data.tagschemes import spans
+from seqnlp.data.tagschemes import spans as entity_spans
 from seqnlp.metrics import entity_scores
 from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.predict.base import Predictor, Record
 
 
-class TaggingPredictor(Predictor):
-    """Tags whitespace-tokenised sentences (strings) or token lists.
+@dataclass
+class Sentence:
+    """A sentence to tag: its tokens as written (substrings of ``text``), in the model's
+    form, and each token's (start, end) character offsets in ``text``."""
 
-    Each record is ``{"tokens", "tags", "entities"}``; tags are IOB2 and each entity
-    is ``{"type", "start", "end", "text", "confidence"}`` (``end`` exclusive). The
-    confidence is the lowest posterior probability, under the model, of the
-    predicted tag on any of the entity's tokens (CRF marginals, or the softmax).
+    text: str
+    tokens: list[str]
+    model_tokens: list[str]
+    spans: list[tuple[int, int]]
+
+
+class TaggingPredictor(Predictor):
+    """Tags raw sentences (strings), pre-tokenized ones or token lists, or documents.
+
+    A string is split into tokens by the model's pretokenizer and normalised as its
+    training tokens were (``codec.raw``), unless ``pretokenized`` (then it is split on
+    white space); a token list is taken as it is. Each record is ``{"tokens",
+    "token_offsets", "tags", "entities"}``: ``token_offsets`` gives each token's
+    ``[start_char, end_char]`` in the input (end exclusive; for a token list, in the
+    tokens joined by single spaces), tags are IOB2 and each entity is ``{"type",
+    "start", "end", "start_char", "end_char", "text", "confidence"}`` (``end``
+    exclusive; ``text`` is the input's characters from ``start_char`` to
+    ``end_char``). The confidence is the lowest posterior probability, under the
+    model, of the predicted tag on any of the entity's tokens (CRF marginals, or the
+    softmax).
     With ``n_best`` > 1 a record also has ``"n_best"``: up to that many distinct
     ``{"tags", "probability"}``, from the CRF's k-best paths in order (the first is
     the Viterbi path); BIOES paths that read as the same IOB2 tags are merged and
     their probabilities summed.
 
+    With ``documents`` each string is a document: it is split into sentences, each is
+    tagged, and the record is ``{"text", "sentences", "entities"}``, each sentence a
+    record as above plus its ``start_char`` and ``end_char``, every offset into the
+    document, and ``entities`` all of them in order.
+
     Args:
         network, codec, batch_size, parallel_batches: as ``Predictor``.
         confidence: give each entity its confidence (CRF forward-backward).
         n_best: also the ``n_best`` most probable tag sequences (CRF head).
+        pretokenized: strings are tokens separated by white space already.
+        documents: each string is a document of sentences.
         token_cache_size: distinct tokens whose ids are kept (cleared when full).
     """
 
     task = "tagging"
-    options = ("confidence", "n_best")
+    options = ("confidence", "n_best", "pretokenized", "documents")
     jsonl_field = "tokens"
     text_formats = ("conll",)
     network: TaggerNetwork
@@ -52,15 +79,19 @@ class TaggingPredictor(Predictor):
     def __init__(
         self, network: TaggerNetwork, codec: TaggingCodec, batch_size: int = 64,
         parallel_batches: int = 1, confidence: bool = True, n_best: int = 1,
-        token_cache_size: int = 200_000,
+        pretokenized: bool = False, documents: bool = False, token_cache_size: int = 200_000,
     ) -> None:  # fmt: skip
         super().__init__(network, codec, batch_size, parallel_batches)
         if n_best < 1:
             raise ValueError(f"n_best must be at least 1, got {n_best}")
         if n_best > 1 and network.crf is None:
             raise ValueError("n-best paths need the CRF head (this tagger has a softmax head)")
+        if documents and pretokenized:
+            raise ValueError("documents are raw text: they cannot also be pre-tokenized")
         self.confidence = confidence
         self.n_best = n_best
+        self.pretokenized = pretokenized
+        self.documents = documents
         self.token_cache_size = token_cache_size
         # token -> (word id, char ids): text repeats its words (Zipf), so each distinct
         # token is encoded once; at most ``token_cache_size``, cleared when full.
@@ -76,22 +107,61 @@ class TaggingPredictor(Predictor):
             hit = self._encoded[token] = (word_ids[0], char_ids[0])
         return hit
 
-    @staticmethod
-    def tokens_of(item: str | Sequence[str]) -> list[str]:
-        return item.split() if isinstance(item, str) else list(item)
+    def sentence(self, item: str | Sequence[str]) -> Sentence:
+        """An input as a sentence to tag: a string through the model's pretokenizer and
+        normaliser (or split on white space when ``pretokenized``), a token list as it is
+        (its offsets in the tokens joined by single spaces)."""
+        raw = self.codec.raw
+        if isinstance(item, str) and not self.pretokenized:
+            model_tokens, spans = raw.tokenize(item)
+            return Sentence(item, [item[s:e] for s, e in spans], model_tokens, spans)
+        if isinstance(item, str):
+            spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", item)]
+            tokens, text = [item[s:e] for s, e in spans], item
+        else:
+            tokens, text, spans, start = list(item), " ".join(item), [], 0
+            for token in tokens:
+                spans.append((start, start + len(token)))
+                start += len(token) + 1
+        return Sentence(text, tokens, [raw.normalizer.normalize(t) for t in tokens], spans)
 
-    def length(self, item: str | Sequence[str]) -> int:
-        return len(self.tokens_of(item))
+    def predict(
+        self, inputs: Sequence[Any], on_batch: Callable[[int], object] | None = None
+    ) -> list[Record]:
+        """One record per input, in the input order (a document's per sentence inside)."""
+        if not self.documents:
+            return super().predict([self.sentence(item) for item in inputs], on_batch)
+        if any(not isinstance(item, str) for item in inputs):
+            raise ValueError("documents are strings of raw text, not token lists")
+        split = [self.codec.raw.sentences(text) for text in inputs]
+        flat = [
+            Sentence(text, [text[s:e] for s, e in spans], tokens, spans)
+            for text, sentences in zip(inputs, split, strict=True)
+            for tokens, spans in sentences
+        ]
+        records = iter(super().predict(flat, on_batch))
+        out = []
+        for text, sentences in zip(inputs, split, strict=True):
+            found = [next(records) for _ in sentences]
+            for record, (_, spans) in zip(found, sentences, strict=True):
+                record["start_char"], record["end_char"] = spans[0][0], spans[-1][1]
+            entities = [e for record in found for e in record["entities"]]
+            out.append({"text": text, "sentences": found, "entities": entities})
+        return out
+
+    def length(self, item: Sentence) -> int:
+        return len(item.tokens)
 
     @torch.inference_mode()
-    def predict_batch(self, items: Sequence[str | Sequence[str]]) -> list[Record]:
-        sentences = [self.tokens_of(item) for item in items]
-        real = [i for i, s in enumerate(sentences) if s]
-        records: list[Record] = [{"tokens": [], "tags": [], "entities": []} for _ in sentences]
+    def predict_batch(self, items: Sequence[Sentence]) -> list[Record]:
+        real = [i for i, s in enumerate(items) if s.tokens]
+        records: list[Record] = [
+            {"tokens": [], "token_offsets": [], "tags": [], "entities": []} for _ in items
+        ]
         if not real:
             return records
         batch: TaggingBatch = self.to_device(
-            collate_distinct_tokens([sentences[i] for i in real], self.encode_token)
+            collate_distinct_tokens([items[i].model_tokens for i in real], self.encode_token)
         )
         network = self.network
         emissions = network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows)
@@ -104,17 +174,21 @@ class TaggingPredictor(Predictor):
         # Ask for extra paths: several BIOES paths can read as the same IOB2 tags.
         nbest = network.nbest(emissions, batch.mask, 3 * self.n_best) if self.n_best > 1 else None
         for row, (i, path) in enumerate(zip(real, paths, strict=True)):
-            tokens = sentences[i]
+            sentence = items[i]
             tags = self.codec.decode_tags(path)
             entities = []
-            for kind, start, end in spans(tags):
+            for kind, start, end in entity_spans(tags):
+                first, last = sentence.spans[start][0], sentence.spans[end - 1][1]
                 entity: Record = {
-                    "type": kind, "start": start, "end": end, "text": " ".join(tokens[start:end]),
+                    "type": kind, "start": start, "end": end, "start_char": first,
+                    "end_char": last, "text": sentence.text[first:last],
                 }  # fmt: skip
                 if path_probs is not None:
                     entity["confidence"] = round(min(path_probs[row][start:end]), 4)
                 entities.append(entity)
-            records[i] = {"tokens": tokens, "tags": tags, "entities": entities}
+            records[i] = {"tokens": sentence.tokens,
+                          "token_offsets": [list(span) for span in sentence.spans],
+                          "tags": tags, "entities": entities}  # fmt: skip
             if nbest is not None:
                 records[i]["n_best"] = self._distinct(nbest[row])
         return records
@@ -130,9 +204,12 @@ class TaggingPredictor(Predictor):
         return [{"tags": list(t), "probability": round(p, 4)} for t, p in merged.items()]
 
     def format_record(self, record: Record, fmt: str) -> str:
-        """``conll``: ``token<TAB>tag`` lines closed by one blank line."""
+        """``conll``: ``token<TAB>tag`` lines closed by one blank line (a document: each
+        of its sentences so)."""
         if fmt != "conll":
             return super().format_record(record, fmt)
+        if "sentences" in record:
+            return "".join(self.format_record(s, fmt) for s in record["sentences"])
         for i, token in enumerate(record["tokens"], start=1):
             problem = conll_cell_problem(token)
             if problem:

@@ -138,7 +138,7 @@ class System(pl.LightningModule):
         meta = upgrade(checkpoint)[CKPT_KEY]  # an older layout's weights, renamed in place
         if meta["task"] != self.task:
             raise ValueError(f"checkpoint of a {meta['task']} model given to a {self.task} model")
-        if meta["codec"] != self.codec.state_dict():
+        if _trained_part(meta["codec"]) != _trained_part(self.codec.state_dict(), meta["codec"]):
             raise ValueError(
                 "the checkpoint's vocabularies differ from those built from this recipe's "
                 "training data; use the same training data and vocabulary settings"
@@ -192,3 +192,17 @@ class System(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
         return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+#: codec entries that say how raw input is read, not what the weights were trained on:
+#: a run resumed with other settings (or from a checkpoint older than them) keeps going.
+_RAW_INPUT_KEYS = ("raw", "source_normalizer")
+
+
+def _trained_part(codec: dict[str, Any], other: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The codec's vocabularies and training-text settings, for comparing a checkpoint's
+    with a recipe's (``pretokenized`` only where ``other`` has it too)."""
+    drop = set(_RAW_INPUT_KEYS)
+    if other is not None and "pretokenized" not in other:
+        drop.add("pretokenized")
+    return {k: v for k, v in codec.items() if k not in drop}

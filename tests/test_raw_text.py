@@ -1,0 +1,167 @@
+"""Raw text in: the pretokenizer and normaliser a model carries, character offsets,
+documents, and the spaCy component (issue 15)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import spacy
+import torch
+from contract import predictor_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqnlp.checkpoints import load_system
+from seqnlp.cli import main
+from seqnlp.data import ClassificationDataModule, TaggingDataModule
+from seqnlp.data.classification import ClassificationCodec
+from seqnlp.data.translation import TranslationCodec
+from seqnlp.tasks import Classifier, Tagger
+from seqnlp.text import Pretokenizer, RawText, TextNormalizer
+
+SST_TOKENS = [
+    "the", "film", "is", "n't", "bad", "-lrb-", "really", "-rrb-", ",", "it", "'s", "a", "``",
+    "self-indulgent", "''", "mess", ".",
+]  # fmt: skip
+
+
+def test_the_spacy_pretokenizer_splits_punctuation_with_offsets():
+    text = "Ana García vive en Lima, Perú. Dijo: «hola»."
+    spans = Pretokenizer("spacy", "es").spans(text)
+    tokens = [text[s:e] for s, e in spans]
+    assert tokens[:8] == ["Ana", "García", "vive", "en", "Lima", ",", "Perú", "."]
+    sentences = Pretokenizer("spacy", "es").sentences(text)
+    assert len(sentences) == 2 and text[sentences[1][0][0] :].startswith("Dijo")
+    assert Pretokenizer("whitespace").spans("Lima, Perú.") == [(0, 5), (6, 11)]
+    with pytest.raises(ValueError, match="spaCy has no language 'klingon'"):
+        Pretokenizer("spacy", "klingon")
+
+
+def test_what_the_training_tokens_imply_is_applied_to_raw_text():
+    normalizer = TextNormalizer.fit(SST_TOKENS)
+    assert normalizer.state_dict() == {
+        "lowercase": True, "ptb_brackets": True, "ptb_quotes": True, "straight_quotes": True,
+        "split_clitics": True, "join_hyphens": True, "bracket_case": "lower",
+    }  # fmt: skip
+    raw = RawText(Pretokenizer("spacy", "en"), normalizer)
+    text = "The film isn't bad (really), it's a “self-indulgent” mess."
+    tokens, spans = raw.tokenize(text)
+    assert tokens == SST_TOKENS
+    assert [text[s:e] for s, e in spans][2:4] == ["is", "n't"]  # offsets into the raw text
+    cased = TextNormalizer.fit(["Ana", "vive", "en", '"', "Lima", '"', "-"])
+    assert not cased.lowercase and not cased.ptb_quotes and cased.straight_quotes
+    assert cased.normalize("“Lima”") == '"Lima"'
+    assert TextNormalizer.from_state(normalizer.state_dict()).state_dict() == (
+        normalizer.state_dict()
+    )
+
+
+def test_a_classifier_trained_on_tokenized_text_reads_raw_text_alike(tmp_path):
+    data = ClassificationDataModule(dataset="sample_sentiment", cache_dir=str(tmp_path / "hf"))
+    codec = data.codec
+    assert codec.pretokenized and codec.raw.normalizer.lowercase
+    assert codec.encode_raw("Great film!") == codec.encode_text("great film !")
+    model = Classifier(codec, embedding_dim=8, hidden_size=8).eval()
+    predictor = predictor_of(model)
+    raw, tokenized = predictor.predict(["Great film!", "great film !"])
+    assert raw["probabilities"] == tokenized["probabilities"]
+    again = ClassificationCodec.from_state(codec.state_dict())
+    assert again == codec and again.encode_raw("Great film!") == codec.encode_raw("Great film!")
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    pl.seed_everything(0)
+    data = TaggingDataModule(dataset="sample_ner", batch_size=16, cache_dir=str(root / "hf"))
+    model = Tagger(data.codec, word_dim=16, char_dim=8, char_hidden=8, hidden_size=16)
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.01)  # type: ignore[method-assign]
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=root)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(root / "tagger.ckpt")
+    return root / "tagger.ckpt"
+
+
+def test_raw_sentences_are_split_and_entities_point_into_the_line(tagger):
+    predictor = predictor_of(load_system(tagger))
+    line = "Ana García vive en Lima, Perú."
+    (record,) = predictor.predict([line])
+    assert record["tokens"][4:6] == ["Lima", ","]  # not "Lima,"
+    for token, (start, end) in zip(record["tokens"], record["token_offsets"], strict=True):
+        assert line[start:end] == token
+    assert record["entities"], "the sample is learnt: Lima is a place"
+    for entity in record["entities"]:
+        assert line[entity["start_char"] : entity["end_char"]] == entity["text"]
+    (kept,) = predictor_of(load_system(tagger), pretokenized=True).predict([line])
+    assert "Lima," in kept["tokens"]  # --pretokenized: split on white space only
+
+
+@settings(max_examples=40, deadline=None)
+@given(line=st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n"),
+                    max_size=60))  # fmt: skip
+def test_any_line_gives_offsets_into_itself(tagger, line):
+    (record,) = predictor_of(load_system(tagger), confidence=False).predict([line])
+    assert len(record["tokens"]) == len(record["token_offsets"]) == len(record["tags"])
+    for token, (start, end) in zip(record["tokens"], record["token_offsets"], strict=True):
+        assert line[start:end] == token and token.strip()
+    for entity in record["entities"]:
+        assert line[entity["start_char"] : entity["end_char"]] == entity["text"]
+
+
+def test_a_document_is_split_into_sentences_with_offsets_into_it(tagger, tmp_path, capsys):
+    doc = "Ana García vive en Lima. Luis trabaja en Repsol desde 2001."
+    src = tmp_path / "docs.txt"
+    src.write_text(doc + "\n\n", encoding="utf-8")
+    main(["predict", "--ckpt_path", str(tagger), "--input", str(src), "--input_format",
+          "document", "--no_progress"])  # fmt: skip
+    first, empty = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert empty == {"text": "", "sentences": [], "entities": []}
+    assert [doc[s["start_char"] : s["end_char"]] for s in first["sentences"]] == [
+        "Ana García vive en Lima.", "Luis trabaja en Repsol desde 2001.",
+    ]  # fmt: skip
+    assert first["entities"]
+    for entity in first["entities"]:
+        assert doc[entity["start_char"] : entity["end_char"]] == entity["text"]
+
+
+def test_jsonl_inputs_can_name_their_text_field(tagger, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"sentence": "Ana vive en Lima."}) + "\n", encoding="utf-8")
+    main(["predict", "--ckpt_path", str(tagger), "--input", str(src), "--text_field",
+          "sentence", "--no_progress"])  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["Ana", "vive", "en", "Lima", "."]
+
+
+def test_the_translator_gives_raw_sources_its_training_quotes():
+    sources = ['der "rote" hund', "die katze"] * 20
+    codec = TranslationCodec.fit(sources, ["the dog", "the cat"] * 20, vocab_size=30)
+    codec.source_normalizer = TextNormalizer(straight_quotes=True)
+    assert codec.encode_source("der „rote“ hund") == codec.encode_source('der "rote" hund')
+
+
+def test_the_spacy_component_sets_entities_and_categories(tagger, tmp_path):
+    nlp = spacy.blank("es")
+    nlp.add_pipe("seqnlp", config={"model": str(tagger)})
+    doc = nlp("Ana García vive en Lima, Perú.")
+    assert doc.ents and all(e.label_ in ("PER", "LOC", "ORG", "MISC") for e in doc.ents)
+    assert {e.text for e in doc.ents} <= {"Ana García", "Ana", "García", "Lima", "Perú"}
+
+    pl.seed_everything(0)
+    data = ClassificationDataModule(dataset="sample_sentiment", cache_dir=str(tmp_path / "hf"))
+    model = Classifier(data.codec, embedding_dim=8, hidden_size=8)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "clf.ckpt")
+    english = spacy.blank("en")
+    english.add_pipe("seqnlp", config={"model": str(tmp_path / "clf.ckpt")})
+    docs = list(english.pipe(["Great film!", "A dull, dull movie."]))
+    for doc in docs:
+        assert set(doc.cats) == {"0", "1"} and abs(sum(doc.cats.values()) - 1) < 1e-3
+    with pytest.raises(ValueError, match="needs config"):
+        spacy.blank("en").add_pipe("seqnlp")
