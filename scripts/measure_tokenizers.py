@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from raw_text import PTB_ESCAPES, detokenize_tokens, entity_spans, sst2_raw  # noqa: E402
+from raw_text import PTB_ESCAPES, detokenize_tokens, entity_spans, sst2_raw
 
 Spans = list[tuple[int, int]]
 

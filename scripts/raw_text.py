@@ -37,7 +37,9 @@ def detokenize_tokens(tokens: Sequence[str], lang: str) -> tuple[str, list[tuple
     return text, spans
 
 
-def entity_spans(tags: Sequence[str], spans: Sequence[tuple[int, int]]) -> set[tuple[str, int, int]]:
+def entity_spans(
+    tags: Sequence[str], spans: Sequence[tuple[int, int]]
+) -> set[tuple[str, int, int]]:
     """Gold IOB2 entities as (type, start_char, end_char) given each token's span."""
     from seqnlp.data.tagschemes import spans as tag_spans
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import Any, Literal
 
@@ -232,37 +233,89 @@ class TextNormalizer:
 _STRAIGHT = str.maketrans({c: '"' for c in "“”„«»"} | {c: "'" for c in "‘’‚"})
 
 
+def whole_tokens(
+    sentences: Iterable[Sequence[str]], pretokenizer: Pretokenizer, limit: int = 20_000
+) -> list[str]:
+    """Training tokens that the pretokenizer would split (``Castilla.``, ``R/P``) and that
+    the corpus writes whole more often than split (two passes over ``sentences``), the
+    most frequent first: ``RawText`` keeps them whole, as the corpus did."""
+    counts = Counter(token for sentence in sentences for token in sentence)
+    split_as: dict[tuple[str, ...], str] = {}
+    for token in counts:
+        spans = pretokenizer.spans(token)
+        if 1 < len(spans) <= 4:
+            split_as[tuple(token[s:e] for s, e in spans)] = token
+    written_split: Counter[str] = Counter()
+    for sentence in sentences:
+        for n in (2, 3, 4):
+            for i in range(len(sentence) - n + 1):
+                token = split_as.get(tuple(sentence[i : i + n]))
+                if token is not None:
+                    written_split[token] += 1
+    kept = [t for t in split_as.values() if counts[t] > written_split[t]]
+    return sorted(kept, key=lambda t: (-counts[t], t))[:limit]
+
+
 class RawText:
-    """A model's way from raw text to its tokens: pretokenizer, then normaliser."""
+    """A model's way from raw text to its tokens: pretokenizer (keeping whole the
+    tokens the training corpus writes whole), then normaliser.
+
+    Args:
+        pretokenizer, normalizer: as above (defaults: white space, nothing normalised).
+        whole: tokens to keep whole where the pretokenizer would split them and the
+            characters touch (``whole_tokens``).
+    """
 
     def __init__(self, pretokenizer: Pretokenizer | None = None,
-                 normalizer: TextNormalizer | None = None) -> None:  # fmt: skip
+                 normalizer: TextNormalizer | None = None,
+                 whole: Iterable[str] = ()) -> None:  # fmt: skip
         self.pretokenizer = pretokenizer or Pretokenizer()
         self.normalizer = normalizer or TextNormalizer()
+        self.whole = frozenset(whole)
 
     def tokenize(self, text: str) -> tuple[list[str], list[Span]]:
         """The model's tokens of raw ``text`` and each one's span in ``text``."""
-        found = self.normalizer.tokens(text, self.pretokenizer.spans(text))
+        spans = self._kept_whole(text, self.pretokenizer.spans(text))
+        found = self.normalizer.tokens(text, spans)
         return [t for t, _ in found], [s for _, s in found]
 
     def sentences(self, text: str) -> list[tuple[list[str], list[Span]]]:
         """``tokenize`` for each sentence of a document, spans into the whole document."""
         return [
             ([t for t, _ in found], [s for _, s in found])
-            for found in (self.normalizer.tokens(text, spans)
+            for found in (self.normalizer.tokens(text, self._kept_whole(text, spans))
                           for spans in self.pretokenizer.sentences(text))
         ]  # fmt: skip
+
+    def _kept_whole(self, text: str, spans: list[Span]) -> list[Span]:
+        """Touching spans joined where their text is a token of ``whole`` (longest first)."""
+        if not self.whole:
+            return spans
+        out: list[Span] = []
+        i = 0
+        while i < len(spans):
+            end = i
+            for j in range(min(i + 3, len(spans) - 1), i, -1):
+                touching = all(spans[k][1] == spans[k + 1][0] for k in range(i, j))
+                if touching and text[spans[i][0] : spans[j][1]] in self.whole:
+                    end = j
+                    break
+            out.append((spans[i][0], spans[end][1]))
+            i = end + 1
+        return out
 
     def describe(self) -> str:
         """One line for the log: the pretokenizer and the normalisation learned."""
         p = self.pretokenizer
         settings = [k for k, v in self.normalizer.state_dict().items() if v is True]
         where = f" ({p.language})" if p.kind == "spacy" else ""
-        return f"{p.kind}{where}, normalised: {', '.join(settings) or 'nothing'}"
+        return (f"{p.kind}{where}, normalised: {', '.join(settings) or 'nothing'}, "
+                f"{len(self.whole)} tokens kept whole")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {"pretokenizer": self.pretokenizer.state_dict(),
-                "normalizer": self.normalizer.state_dict()}  # fmt: skip
+                "normalizer": self.normalizer.state_dict(),
+                "whole": sorted(self.whole)}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> RawText:
@@ -270,4 +323,5 @@ class RawText:
         if state is None:
             return cls()
         return cls(Pretokenizer.from_state(state["pretokenizer"]),
-                   TextNormalizer.from_state(state["normalizer"]))  # fmt: skip
+                   TextNormalizer.from_state(state["normalizer"]),
+                   state.get("whole", ()))  # fmt: skip

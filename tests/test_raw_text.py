@@ -165,3 +165,17 @@ def test_the_spacy_component_sets_entities_and_categories(tagger, tmp_path):
         assert set(doc.cats) == {"0", "1"} and abs(sum(doc.cats.values()) - 1) < 1e-3
     with pytest.raises(ValueError, match="needs config"):
         spacy.blank("en").add_pipe("seqnlp")
+
+
+def test_tokens_the_corpus_writes_whole_stay_whole():
+    from seqnlp.text import whole_tokens
+
+    spacy_es = Pretokenizer("spacy", "es")
+    sentences = [["Castilla.", "y", "León"], ["R/P", "sube"], ["hoy", ","], ["hoy,", "no"],
+                 ["hoy", ",", "sí"]]  # fmt: skip
+    whole = whole_tokens(sentences, spacy_es)
+    assert set(whole) == {"Castilla.", "R/P"}  # "hoy," is written split more often
+    raw = RawText(spacy_es, TextNormalizer(), whole)
+    tokens, spans = raw.tokenize("Castilla. R/P hoy, Castilla .")
+    assert tokens == ["Castilla.", "R/P", "hoy", ",", "Castilla", "."]
+    assert spans[0] == (0, 9)

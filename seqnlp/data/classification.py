@@ -13,7 +13,7 @@ import torch
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_with_lengths
 from seqnlp.data.classification_readers import TextFormat, read_labelled_text
-from seqnlp.text import PretokenizerKind, RawText, TextNormalizer
+from seqnlp.text import PretokenizerKind, RawText, TextNormalizer, whole_tokens
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
     StateEquality,
@@ -93,6 +93,16 @@ class ClassificationBatch:
 
     def __len__(self) -> int:
         return self.token_ids.size(0)
+
+
+class _Split:
+    """Tokenized texts as token lists (re-iterable, lazy)."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.texts = texts
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (text.split() for text in self.texts)
 
 
 class _Joined:
@@ -223,6 +233,7 @@ class ClassificationDataModule(SeqDataModule):
         raw = RawText(self.pretokenizer())
         if pretokenized:
             raw.normalizer = TextNormalizer.fit(w for text in train["text"] for w in text.split())
+            raw.whole = frozenset(whole_tokens(_Split(train["text"]), raw.pretokenizer))
             texts: Any = train["text"]
         else:  # raw training text goes through the pretokenizer, as raw input will
             split = raw.pretokenizer.spans

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -15,7 +15,7 @@ from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_length
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
-from seqnlp.text import Pretokenizer, PretokenizerKind, RawText, TextNormalizer
+from seqnlp.text import Pretokenizer, PretokenizerKind, RawText, TextNormalizer, whole_tokens
 from seqnlp.tokenization import StateEquality, Vocab, normalize_word
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ class TaggingCodec(StateEquality):
         schemed = (convert(r["tags"], "iob2", tag_scheme) for r in records)
         tags = Vocab.fit(schemed, pad=None, unk=None)
         normalizer = TextNormalizer.fit(w for r in records for w in r["tokens"])
-        raw = RawText(pretokenizer, normalizer)
+        pretokenizer = pretokenizer or Pretokenizer()
+        whole = whole_tokens(_Tokens(records), pretokenizer)
+        raw = RawText(pretokenizer, normalizer, whole)
         return cls(words, chars, tags, tag_scheme, lowercase, zero_digits, max_word_chars, raw)
 
     def encode_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
@@ -119,6 +121,16 @@ class TaggingCodec(StateEquality):
             state["max_word_chars"],
             RawText.from_state(state.get("raw")),  # absent before seqnlp 0.2: whitespace
         )
+
+
+class _Tokens:
+    """The token lists of re-iterable records (a Dataset or a stream), re-iterable."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self.records = records
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (r["tokens"] for r in self.records)
 
 
 _BIOES_MEANING = {
