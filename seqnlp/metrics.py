@@ -70,6 +70,34 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     return scores
 
 
+def span_scores(
+    gold: Sequence[set[tuple[str, int, int]]], pred: Sequence[set[tuple[str, int, int]]]
+) -> dict[str, float]:
+    """Entity precision, recall and F1 (percent) by exact ``(type, start_char, end_char)``,
+    micro over all types and per type, with the keys of ``entity_scores``: raw text is
+    scored by characters, where token boundaries are the model's own."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold texts but {len(pred)} predictions")
+
+    def prf(right: int, found: int, wanted: int) -> tuple[float, float, float]:
+        p, r = right / found if found else 0.0, right / wanted if wanted else 0.0
+        return 100 * p, 100 * r, 100 * (2 * p * r / (p + r) if p + r else 0.0)
+
+    scores: dict[str, float] = {}
+    kinds = sorted({k for spans in [*gold, *pred] for k, _, _ in spans})
+    for kind in [None, *kinds]:
+        g = [{e for e in spans if kind is None or e[0] == kind} for spans in gold]
+        p = [{e for e in spans if kind is None or e[0] == kind} for spans in pred]
+        right = sum(len(a & b) for a, b in zip(g, p, strict=True))
+        precision, recall, f1 = prf(right, sum(map(len, p)), sum(map(len, g)))
+        suffix = "" if kind is None else f"_{kind}"
+        scores.update({f"precision{suffix}": precision, f"recall{suffix}": recall,
+                       f"f1{suffix}": f1})  # fmt: skip
+        if kind is not None:
+            scores[f"support_{kind}"] = float(sum(map(len, g)))
+    return scores
+
+
 def classification_scores(
     gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]
 ) -> dict[str, Any]:

@@ -179,3 +179,34 @@ def test_tokens_the_corpus_writes_whole_stay_whole():
     tokens, spans = raw.tokenize("Castilla. R/P hoy, Castilla .")
     assert tokens == ["Castilla.", "R/P", "hoy", ",", "Castilla", "."]
     assert spans[0] == (0, 9)
+
+
+def test_a_tagger_is_scored_on_raw_text_by_character_spans(tagger, tmp_path, capsys):
+    predictor = predictor_of(load_system(tagger))
+    lines = ["Ana García vive en Lima, Perú.", "Luis trabaja en Repsol."]
+    records = predictor.predict(lines)
+    gold = tmp_path / "raw.jsonl"
+    rows = [{"text": line, "entities": [{k: e[k] for k in ("type", "start_char", "end_char")}
+                                        for e in r["entities"]]}
+            for line, r in zip(lines, records, strict=True)]  # fmt: skip
+    rows[1]["entities"].append({"type": "PER", "start_char": 0, "end_char": 4})  # "Luis"
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")  # fmt: skip
+    main(["evaluate", "--ckpt_path", str(tagger), "--input", str(gold)])
+    scores = json.loads(capsys.readouterr().out)
+    found = sum(len(r["entities"]) for r in records)
+    predicted_luis = ("PER", 0, 4) in {
+        (e["type"], e["start_char"], e["end_char"]) for e in records[1]["entities"]
+    }
+    assert scores["texts"] == 2 and scores["precision"] == 100.0
+    assert scores["recall"] == pytest.approx(100 * found / (found + (not predicted_luis)))
+    rows[0]["entities"] = [{"type": "FOO", "start_char": 0, "end_char": 3}]
+    gold.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--ckpt_path", str(tagger), "--input", str(gold)])
+    assert "raw.jsonl:1: entity type FOO is not one the model predicts" in capsys.readouterr().err
+    rows[0]["entities"] = [{"type": "PER", "start_char": 5, "end_char": 99}]
+    gold.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--ckpt_path", str(tagger), "--input", str(gold)])
+    assert "raw.jsonl:1: expected each entity as" in capsys.readouterr().err

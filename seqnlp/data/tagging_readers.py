@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from seqnlp.data.lines import column_width, iter_json_lines, iter_lines
 from seqnlp.data.tagschemes import Scheme, detect_scheme, is_valid_tag, to_iob2
@@ -170,3 +170,43 @@ def read_tagging_file(
     if with_lines:
         return [{**r, "tags": to_iob2(r["tags"], source), "written": r["tags"]} for r in records]
     return [{"tokens": r["tokens"], "tags": to_iob2(r["tags"], source)} for r in records]
+
+
+def is_raw_entity_file(path: str | Path, encoding: str = "utf-8") -> bool:
+    """Whether a JSON-lines file holds raw text with character-span entities
+    (``{"text", "entities"}``) rather than ``tokens`` and ``tags``."""
+    for _, obj in iter_json_lines(path, encoding):
+        return isinstance(obj, dict) and "text" in obj and "tokens" not in obj
+    return False
+
+
+def read_raw_entities(path: str | Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """Raw text labelled by character spans: JSON lines ``{"text": str, "entities":
+    [{"type": str, "start_char": int, "end_char": int}, ...]}`` (end exclusive), as
+    ``seqnlp predict`` writes them. Records: ``{"text", "entities", "line"}``, the
+    entities a set of ``(type, start_char, end_char)``."""
+    records = []
+    for lineno, obj in iter_json_lines(path, encoding):
+        where = f"{path}:{lineno}"
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{where}: expected an object with 'text' (a string) and 'entities'")
+        entities = obj.get("entities")
+        if not isinstance(entities, list):
+            raise ValueError(f"{where}: expected 'entities': a list of objects")
+        spans = set()
+        for entity in entities:
+            ok = isinstance(entity, dict) and isinstance(entity.get("type"), str) and all(
+                isinstance(entity.get(k), int) and not isinstance(entity.get(k), bool)
+                for k in ("start_char", "end_char")
+            )
+            if not ok or not 0 <= entity["start_char"] < entity["end_char"] <= len(obj["text"]):
+                raise ValueError(
+                    f"{where}: expected each entity as {{'type': str, 'start_char': int, "
+                    f"'end_char': int}} within the text's {len(obj['text'])} characters, found "
+                    f"{str(entity)[:80]}"
+                )
+            spans.add((entity["type"], entity["start_char"], entity["end_char"]))
+        records.append({"text": obj["text"], "entities": spans, "line": lineno})
+    if not records:
+        raise ValueError(f"{path}: expected at least one text, found none")
+    return records

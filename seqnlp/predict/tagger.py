@@ -18,9 +18,15 @@ from seqnlp.data.tagging import (
     collate_distinct_tokens,
     unseen_tag,
 )
-from seqnlp.data.tagging_readers import conll_cell_problem, read_tagging_file
+from seqnlp.data.tagging_readers import (
+    conll_cell_problem,
+    is_raw_entity_file,
+    read_raw_entities,
+    read_tagging_file,
+    tagging_format,
+)
 from seqnlp.data.tagschemes import spans as entity_spans
-from seqnlp.metrics import entity_scores
+from seqnlp.metrics import entity_scores, span_scores
 from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.predict.base import Predictor, Record
 
@@ -218,21 +224,42 @@ class TaggingPredictor(Predictor):
         rows = "".join(f"{w}\t{t}\n" for w, t in zip(record["tokens"], record["tags"], strict=True))
         return rows + "\n"
 
-    def read_labelled(
-        self, source: str, **reader_options: Any
-    ) -> tuple[list[list[str]], list[list[str]]]:
+    def read_labelled(self, source: str, **reader_options: Any) -> tuple[list[Any], list[Any]]:
         """Token lists and gold IOB2 tags of a CoNLL / JSONL file or ``NAME:SPLIT``
         (``fmt``, ``token_column``, ``tag_column``, ``scheme``, ``encoding``: as
-        ``read_tagging_file``). A tag the model cannot predict is refused with its line:
+        ``read_tagging_file``); or raw texts and their character-span entities, for a
+        JSON-lines file of ``{"text", "entities"}`` (``read_raw_entities``), scored by
+        characters. A tag or type the model cannot predict is refused with its line:
         the model would score it as a miss without saying why."""
         path = labelled_file(source)
+        encoding = reader_options.get("encoding", "utf-8")
+        if tagging_format(path, reader_options.get("fmt", "auto")) == "jsonl" and (
+            is_raw_entity_file(path, encoding)
+        ):
+            texts = read_raw_entities(path, encoding)
+            known = {t.partition("-")[2] for t in self.codec.tags.itos if t != "O"}
+            for record in texts:
+                unknown = sorted({kind for kind, _, _ in record["entities"]} - known)
+                if unknown:
+                    raise ValueError(f"{path}:{record['line']}: entity type {unknown[0]} is not "
+                                     f"one the model predicts ({', '.join(sorted(known))})")
+            return [r["text"] for r in texts], [_Spans(r["entities"]) for r in texts]
         gold = read_tagging_file(path, **reader_options, with_lines=True)
         unseen = unseen_tag(gold, self.codec)
         if unseen is not None:
             raise ValueError(f"{path}{unseen}")
         return [r["tokens"] for r in gold], [r["tags"] for r in gold]
 
-    def score(self, gold: list[list[str]], records: list[Record]) -> dict[str, Any]:
-        """Entity precision, recall and F1 (micro and per type) and the sentence count."""
+    def score(self, gold: list[Any], records: list[Record]) -> dict[str, Any]:
+        """Entity precision, recall and F1 (micro and per type) and the sentence count;
+        by character spans for raw texts."""
+        if gold and isinstance(gold[0], _Spans):
+            found = [{(e["type"], e["start_char"], e["end_char"]) for e in r["entities"]}
+                     for r in records]  # fmt: skip
+            return {"texts": float(len(gold)), **span_scores(gold, found)}
         scores = entity_scores(gold, [r["tags"] for r in records])
         return {"sentences": float(len(gold)), **scores}
+
+
+class _Spans(set):
+    """Gold entities of a raw text, ``(type, start_char, end_char)``."""
