@@ -37,13 +37,28 @@ def span_f1(gold: list[set], pred: list[set]) -> float:
     return 100 * 2 * precision * recall / max(precision + recall, 1e-12)
 
 
-def predictor(system, legacy: bool = False, **options):
-    """The checkpoint's predictor, or (``legacy``) one reading raw text as seqnlp 0.1 did."""
+class Candidate:
+    """Another tokenizer in the pretokenizer's place (``measure_tokenizers.candidates``)."""
+
+    def __init__(self, spans) -> None:
+        self.spans = spans
+
+
+def predictor(system, legacy: bool = False, tokenizer=None, **options):
+    """The checkpoint's predictor; ``legacy``: one reading raw text as seqnlp 0.1 did;
+    ``tokenizer``: one whose pretokenizer is that candidate (same normaliser)."""
     codec = system.codec
-    if legacy:
+    if legacy or tokenizer is not None:
         codec = copy.copy(codec)
-        codec.raw = RawText() if system.task == "tagging" else None
+        if legacy:
+            codec.raw = RawText() if system.task == "tagging" else None
+        else:
+            raw = codec.raw
+            codec.raw = RawText(Candidate(tokenizer), raw.normalizer, raw.whole)
     return PREDICTORS[system.task](system.network, codec, batch_size=256, **options)
+
+
+CANDIDATES: dict = {}  # name -> spans function, filled by --candidates
 
 
 def ner(system, path: Path, lang: str) -> dict[str, float]:
@@ -65,8 +80,10 @@ def ner(system, path: Path, lang: str) -> dict[str, float]:
     out["pretokenized_char_f1"] = span_f1(
         entities, [entity_spans(r["tags"], s) for r, s in zip(tokenized, spans, strict=True)]
     )
-    for name, legacy in (("raw_f1", False), ("raw_f1_seqnlp_0.1", True)):
-        records = predictor(system, legacy=legacy).predict(raw)
+    runs = [("raw_f1", {}), ("raw_f1_seqnlp_0.1", {"legacy": True})]
+    runs += [(f"raw_f1 with {name}", {"tokenizer": f}) for name, f in CANDIDATES.items()]
+    for name, how in runs:
+        records = predictor(system, **how).predict(raw)
         found = [{(e["type"], e["start_char"], e["end_char"]) for e in r["entities"]}
                  for r in records]  # fmt: skip
         out[name] = span_f1(entities, found)
@@ -89,6 +106,8 @@ def sst2(system, path: Path) -> dict[str, float]:
     )
     out["raw_accuracy"] = accuracy(predictor(system).predict(raw))
     out["raw_accuracy_seqnlp_0.1"] = accuracy(predictor(system, legacy=True).predict(raw))
+    for name, f in CANDIDATES.items():
+        out[f"raw_accuracy with {name}"] = accuracy(predictor(system, tokenizer=f).predict(raw))
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -99,7 +118,15 @@ def main() -> None:
     parser.add_argument("--task", choices=["ner", "sst2"], required=True)
     parser.add_argument("--lang", default="es", help="ner: es or nl")
     parser.add_argument("--json", help="also write the scores here")
+    parser.add_argument("--candidates", action="store_true",
+                        help="also score raw text with the other tokenizers of "
+                        "measure_tokenizers.py in the pretokenizer's place")  # fmt: skip
     args = parser.parse_args()
+    if args.candidates:
+        from measure_tokenizers import candidates
+
+        lang = args.lang if args.task == "ner" else "en"
+        CANDIDATES.update((k, v) for k, v in candidates(lang).items() if "spacy" not in k)
     data = Path(os.environ["SEQNLP_DATA"])
     system = load_system(args.ckpt_path)
     if args.task == "ner":
