@@ -28,6 +28,7 @@ Span = tuple[int, int]
 PretokenizerKind = Literal["spacy", "whitespace"]
 
 _WORD_HYPHEN_WORD = re.compile(r"\w-\w")
+_DIGIT = re.compile(r"\d")
 _PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-",
                  "}": "-rcb-"}  # fmt: skip
 _DOUBLE_QUOTES = '"“”„«»'
@@ -124,6 +125,9 @@ class TextNormalizer:
         ptb_quotes: double quotes are ````` and ``''`` (PTB); raw ``"“”`` become the
             opening or closing one.
         straight_quotes: quotes are straight; raw curly quotes become ``"`` and ``'``.
+        curly_quotes: double quotes are curly and never straight; a raw ``"`` becomes
+            ``“`` or ``”`` (opening or closing).
+        zero_digits: every digit is ``0`` (numbers masked); raw digits become ``0``.
         split_clitics: ``n't``, ``'s`` and the like are tokens of their own (PTB);
             raw ``doesn't`` becomes ``does`` + ``n't``.
         join_hyphens: hyphenated words are single tokens; a tokenizer's ``a - b``
@@ -135,8 +139,11 @@ class TextNormalizer:
     def __init__(
         self, lowercase: bool = False, ptb_brackets: bool = False, ptb_quotes: bool = False,
         straight_quotes: bool = False, split_clitics: bool = False, join_hyphens: bool = False,
-        bracket_case: Literal["lower", "upper"] = "lower",
+        bracket_case: Literal["lower", "upper"] = "lower", curly_quotes: bool = False,
+        zero_digits: bool = False,
     ) -> None:  # fmt: skip
+        self.curly_quotes = curly_quotes
+        self.zero_digits = zero_digits
         self.lowercase = lowercase
         self.ptb_brackets = ptb_brackets
         self.ptb_quotes = ptb_quotes
@@ -148,14 +155,18 @@ class TextNormalizer:
     @classmethod
     def fit(cls, tokens: Iterable[str]) -> TextNormalizer:
         """The settings a corpus's tokens imply (one pass over them)."""
-        letters = upper = 0
+        letters = upper = digits = nonzero = 0
         seen: set[str] = set()
-        curly = hyphenated = False
+        curly = hyphenated = straight_double = False
         for token in tokens:
             for char in token:
                 if char.isalpha():
                     letters += 1
                     upper += char.isupper()
+                elif char.isdigit():
+                    digits += 1
+                    nonzero += char != "0"
+            straight_double = straight_double or '"' in token
             if token in ("-lrb-", "-LRB-", "``", "''", *_CLITICS) or token.lower() == "n't":
                 seen.add(token)
             curly = curly or any(c in token for c in "“”‘’„«»")
@@ -168,6 +179,8 @@ class TextNormalizer:
             split_clitics="n't" in seen or "N'T" in seen,
             join_hyphens=hyphenated,
             bracket_case="upper" if "-LRB-" in seen and "-lrb-" not in seen else "lower",
+            curly_quotes=curly and not straight_double and "``" not in seen,
+            zero_digits=digits > 0 and nonzero == 0,
         )
 
     def tokens(self, text: str, spans: list[Span]) -> list[tuple[str, Span]]:
@@ -180,6 +193,8 @@ class TextNormalizer:
             for piece, (s, e) in self._split(raw, start, end):
                 if self.ptb_quotes and piece in _DOUBLE_QUOTES:
                     piece, opened = ("''" if opened else "``"), not opened
+                elif self.curly_quotes and piece == '"':
+                    piece, opened = ("”" if opened else "“"), not opened
                 else:
                     piece = self.normalize(piece)
                 out.append((piece, (s, e)))
@@ -192,6 +207,8 @@ class TextNormalizer:
             return bracket.upper() if self.bracket_case == "upper" else bracket
         if self.straight_quotes:
             token = token.translate(_STRAIGHT)
+        if self.zero_digits:
+            token = _DIGIT.sub("0", token)
         return token.lower() if self.lowercase else token
 
     def _split(self, token: str, start: int, end: int) -> list[tuple[str, Span]]:

@@ -44,6 +44,7 @@ def test_what_the_training_tokens_imply_is_applied_to_raw_text():
     assert normalizer.state_dict() == {
         "lowercase": True, "ptb_brackets": True, "ptb_quotes": True, "straight_quotes": True,
         "split_clitics": True, "join_hyphens": True, "bracket_case": "lower",
+        "curly_quotes": False, "zero_digits": False,
     }  # fmt: skip
     raw = RawText(Pretokenizer("spacy", "en"), normalizer)
     text = "The film isn't bad (really), it's a “self-indulgent” mess."
@@ -53,6 +54,10 @@ def test_what_the_training_tokens_imply_is_applied_to_raw_text():
     cased = TextNormalizer.fit(["Ana", "vive", "en", '"', "Lima", '"', "-"])
     assert not cased.lowercase and not cased.ptb_quotes and cased.straight_quotes
     assert cased.normalize("“Lima”") == '"Lima"'
+    masked = TextNormalizer.fit(["El", "“", "hola", "”", "en", "0000", "y", "00"])
+    assert masked.curly_quotes and masked.zero_digits and not masked.straight_quotes
+    tokens, _ = RawText(Pretokenizer("spacy", "es"), masked).tokenize('Dijo "hola" en 1999.')
+    assert tokens == ["Dijo", "“", "hola", "”", "en", "0000", "."]
     assert TextNormalizer.from_state(normalizer.state_dict()).state_dict() == (
         normalizer.state_dict()
     )
