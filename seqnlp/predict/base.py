@@ -51,6 +51,8 @@ class Predictor:
         self.codec = codec
         self.batch_size = batch_size
         self.parallel_batches = parallel_batches
+        #: what the model folder's card says (``seqnlp.export``); empty for a checkpoint.
+        self.card: dict[str, Any] = {}
 
     @property
     def device(self) -> torch.device:
@@ -112,6 +114,20 @@ class Predictor:
         """A collated (CPU) batch on the network's device (a GPU under ``--devices``)."""
         device = self.device
         return batch if device.type == "cpu" else move_data_to_device(batch, device)
+
+    def metadata(self) -> dict[str, Any]:
+        """What a user of the model needs to know, as JSON-able data: the task, its labels,
+        the prediction options in force and, for an exported model, its card's fields."""
+        from seqnlp import __version__
+
+        options = {name: getattr(self, name) for name in self.options if hasattr(self, name)}
+        options["batch_size"] = self.batch_size
+        return {"task": self.task, **self.labels(), "options": options,
+                "seqnlp_version": __version__, **({"card": self.card} if self.card else {})}
+
+    def labels(self) -> dict[str, list[str]]:
+        """The task's label sets by name (none for translation)."""
+        return {}
 
     def format_record(self, record: Record, fmt: str) -> str:
         """One record as output text (``jsonl`` here; subclasses add formats)."""

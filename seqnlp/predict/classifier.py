@@ -44,6 +44,9 @@ class ClassificationPredictor(Predictor):
         super().__init__(network, codec, batch_size, parallel_batches)
         self.pretokenized = pretokenized
 
+    def labels(self) -> dict[str, list[str]]:
+        return {"labels": list(self.codec.labels.itos)}
+
     def length(self, item: str) -> int:
         return len(item.split())
 

@@ -155,6 +155,11 @@ class TaggingPredictor(Predictor):
             out.append({"text": text, "sentences": found, "entities": entities})
         return out
 
+    def labels(self) -> dict[str, list[str]]:
+        tags = self.codec.decode_tags(range(len(self.codec.tags)))
+        types = sorted({t.partition("-")[2] for t in tags if t != "O"})
+        return {"entity_types": types, "tags": list(self.codec.tags.itos)}
+
     def length(self, item: Sentence) -> int:
         return len(item.tokens)
 
