@@ -1,16 +1,29 @@
-"""Readers, data sources, batching and the task DataModules."""
+"""Readers, data sources, batching, the codecs and the task DataModules.
 
-from seqnlp.data.base import SeqDataModule
-from seqnlp.data.classification import ClassificationCodec, ClassificationDataModule
-from seqnlp.data.tagging import TaggingCodec, TaggingDataModule
-from seqnlp.data.translation import TranslationCodec, TranslationDataModule
+Names are imported on first use (PEP 562), so that the torch-free parts (readers,
+tag schemes, ``seqnlp.data.codecs``) can be imported without torch.
+"""
 
-__all__ = [
-    "ClassificationCodec",
-    "ClassificationDataModule",
-    "SeqDataModule",
-    "TaggingCodec",
-    "TaggingDataModule",
-    "TranslationCodec",
-    "TranslationDataModule",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "SeqDataModule": "seqnlp.data.base",
+    "ClassificationCodec": "seqnlp.data.codecs",
+    "TaggingCodec": "seqnlp.data.codecs",
+    "TranslationCodec": "seqnlp.data.codecs",
+    "ClassificationDataModule": "seqnlp.data.classification",
+    "TaggingDataModule": "seqnlp.data.tagging",
+    "TranslationDataModule": "seqnlp.data.translation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'seqnlp.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+__all__ = sorted(_HOMES)

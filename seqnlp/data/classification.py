@@ -13,71 +13,16 @@ import torch
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_with_lengths
 from seqnlp.data.classification_readers import TextFormat, read_labelled_text
+from seqnlp.data.codecs import ClassificationCodec
 from seqnlp.text import PretokenizerKind, RawText, TextNormalizer, whole_tokens
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
-    StateEquality,
     Tokenizer,
     Vocab,
     WordTokenizer,
-    tokenizer_from_state,
 )
 
 log = logging.getLogger(__name__)
-
-
-class ClassificationCodec(StateEquality):
-    """The classifier's codec: the tokenizer, the label set and how raw text becomes the
-    training text's tokens; stored in every classifier checkpoint.
-
-    Labels are ordered alphabetically, so class ids do not depend on frequencies.
-
-    Args:
-        tokenizer, labels: the vocabulary tokenizer (words or pieces) and label set.
-        raw: how raw text becomes tokens in the training text's form
-            (``seqnlp.text.RawText``); None for a codec saved before seqnlp 0.2, whose
-            text goes to the tokenizer as it is.
-        pretokenized: the training text was tokenized (and normalised) already.
-    """
-
-    def __init__(
-        self, tokenizer: Tokenizer, labels: Vocab, raw: RawText | None = None,
-        pretokenized: bool = True,
-    ) -> None:  # fmt: skip
-        self.tokenizer = tokenizer
-        self.labels = labels
-        self.raw = raw
-        self.pretokenized = pretokenized
-
-    def encode_text(self, text: str) -> list[int]:
-        """Token ids of ``text`` written as the training text was."""
-        return self.tokenizer.encode(text) if self.pretokenized else self.encode_raw(text)
-
-    def encode_raw(self, text: str) -> list[int]:
-        """Token ids of raw ``text``: split and normalised as the training text was."""
-        if self.raw is None:
-            return self.tokenizer.encode(text)
-        return self.tokenizer.encode(" ".join(self.raw.tokenize(text)[0]))
-
-    def encode_pretokenized(self, text: str) -> list[int]:
-        """Token ids of white-space separated tokens, each normalised (for a corpus in
-        the training text's form, a no-op)."""
-        if self.raw is None:
-            return self.tokenizer.encode(text)
-        normalize = self.raw.normalizer.normalize
-        return self.tokenizer.encode(" ".join(normalize(t) for t in text.split()))
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
-        if self.raw is not None:
-            state.update(raw=self.raw.state_dict(), pretokenized=self.pretokenized)
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ClassificationCodec:
-        raw = RawText.from_state(state["raw"]) if "raw" in state else None
-        return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]),
-                   raw, state.get("pretokenized", True))  # fmt: skip
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -12,125 +12,13 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
+from seqnlp.data.codecs import TaggingCodec
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
-from seqnlp.data.tagschemes import Scheme, convert, detect_scheme, iob2_to_bioes, to_iob2
-from seqnlp.text import Pretokenizer, PretokenizerKind, RawText, TextNormalizer, whole_tokens
-from seqnlp.tokenization import StateEquality, Vocab, normalize_word
+from seqnlp.data.tagschemes import Scheme, detect_scheme, to_iob2
+from seqnlp.text import PretokenizerKind
 
 log = logging.getLogger(__name__)
-
-
-class TaggingCodec(StateEquality):
-    """The tagger's codec: everything needed to turn text into model inputs and tag ids
-    back into tags: word, character and tag vocabularies, the word normalisation, the
-    tag scheme, and ``raw`` (how raw text becomes tokens: ``seqnlp.text.RawText``).
-
-    Stored in every tagger checkpoint, so prediction needs no data files. (A plain
-    class, not a dataclass, so that the CLI links it whole instead of exposing its
-    fields as options.)
-    """
-
-    def __init__(
-        self,
-        words: Vocab,
-        chars: Vocab,
-        tags: Vocab,
-        tag_scheme: Literal["iob2", "bioes"] = "bioes",
-        lowercase: bool = False,
-        zero_digits: bool = True,
-        max_word_chars: int = 40,
-        raw: RawText | None = None,
-    ) -> None:
-        self.raw = raw or RawText()
-        self.words = words
-        self.chars = chars
-        self.tags = tags
-        self.tag_scheme = tag_scheme
-        self.lowercase = lowercase
-        self.zero_digits = zero_digits
-        self.max_word_chars = max_word_chars
-
-    @classmethod
-    def fit(
-        cls,
-        records: Iterable[dict[str, list[str]]],
-        min_word_freq: int = 1,
-        max_vocab_size: int | None = None,
-        tag_scheme: Literal["iob2", "bioes"] = "bioes",
-        lowercase: bool = False,
-        zero_digits: bool = True,
-        max_word_chars: int = 40,
-        pretokenizer: Pretokenizer | None = None,
-    ) -> TaggingCodec:
-        """Fit on training records (tags already in IOB2); ``pretokenizer`` splits raw text
-        for the model, and what the training tokens imply is learned for it."""
-        # Generators, one pass each: a streamed corpus is never held whole.
-        norm = ([normalize_word(w, lowercase, zero_digits) for w in r["tokens"]] for r in records)
-        words = Vocab.fit(norm, min_freq=min_word_freq, max_size=max_vocab_size)
-        chars = Vocab.fit(list(w) for r in records for w in r["tokens"])
-        schemed = (convert(r["tags"], "iob2", tag_scheme) for r in records)
-        tags = Vocab.fit(schemed, pad=None, unk=None)
-        normalizer = TextNormalizer.fit(w for r in records for w in r["tokens"])
-        pretokenizer = pretokenizer or Pretokenizer()
-        whole = whole_tokens(_Tokens(records), pretokenizer)
-        raw = RawText(pretokenizer, normalizer, whole)
-        return cls(words, chars, tags, tag_scheme, lowercase, zero_digits, max_word_chars, raw)
-
-    def encode_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-        """Word ids (time,) and character ids (time, chars<=max_word_chars)."""
-        word_ids = [
-            self.words.index(normalize_word(t, self.lowercase, self.zero_digits)) for t in tokens
-        ]
-        char_ids = [self.chars.encode(t[: self.max_word_chars]) for t in tokens]
-        return word_ids, char_ids
-
-    def schemed(self, tags: Sequence[str]) -> list[str]:
-        """IOB2 tags in the training scheme."""
-        return iob2_to_bioes(tags) if self.tag_scheme == "bioes" else list(tags)
-
-    def encode_tags(self, tags: Sequence[str]) -> list[int]:
-        """IOB2 tags to ids in the training scheme."""
-        return self.tags.encode(self.schemed(tags))
-
-    def decode_tags(self, ids: Sequence[int]) -> list[str]:
-        """Tag ids to IOB2 tags (ill-formed sequences repaired as conlleval reads them)."""
-        return to_iob2(self.tags.decode(ids), self.tag_scheme)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "words": self.words.state_dict(),
-            "chars": self.chars.state_dict(),
-            "tags": self.tags.state_dict(),
-            "tag_scheme": self.tag_scheme,
-            "lowercase": self.lowercase,
-            "zero_digits": self.zero_digits,
-            "max_word_chars": self.max_word_chars,
-            "raw": self.raw.state_dict(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TaggingCodec:
-        return cls(
-            Vocab.from_state(state["words"]),
-            Vocab.from_state(state["chars"]),
-            Vocab.from_state(state["tags"]),
-            state["tag_scheme"],
-            state["lowercase"],
-            state["zero_digits"],
-            state["max_word_chars"],
-            RawText.from_state(state.get("raw")),  # absent before seqnlp 0.2: whitespace
-        )
-
-
-class _Tokens:
-    """The token lists of re-iterable records (a Dataset or a stream), re-iterable."""
-
-    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
-        self.records = records
-
-    def __iter__(self) -> Iterator[list[str]]:
-        return (r["tokens"] for r in self.records)
 
 
 _BIOES_MEANING = {

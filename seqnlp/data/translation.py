@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -14,142 +12,12 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_with_lengths
+from seqnlp.data.codecs import TranslationCodec
 from seqnlp.data.parallel_readers import ParallelFormat, language_files, read_parallel
 from seqnlp.data.sources import CATALOG, Source, checksummed, resolve_named, sha256sum
 from seqnlp.text import TextNormalizer
-from seqnlp.tokenization import SentencePieceTokenizer, StateEquality
 
 log = logging.getLogger(__name__)
-
-
-class TargetPieces(StateEquality):
-    """The pieces of a (joint) SentencePiece model that the target side uses, as a
-    tokenizer with ids of its own: ``0 .. len - 1``, the four specials first.
-
-    A joint model's pieces include every source-only piece; an output layer over
-    them all spends most of a translator's arithmetic on pieces the target text
-    never holds (Multi30k de-en, joint 8k: 8,000 against 3,9xx used in English).
-    JoeyNMT builds its target vocabulary the same way. A target piece unseen in
-    training encodes as ``<unk>``.
-    """
-
-    def __init__(self, base: SentencePieceTokenizer, kept: Sequence[int]) -> None:
-        kept = sorted(set(kept) | set(range(4)))
-        if base.bos_id != 2 or base.eos_id != 3:
-            raise ValueError("target pieces need a model with <s> = 2 and </s> = 3")
-        self.base = base
-        self.kept = kept
-        self.local = {piece: i for i, piece in enumerate(kept)}
-
-    @classmethod
-    def fit(cls, base: SentencePieceTokenizer, texts: Iterable[str]) -> TargetPieces:
-        used: set[int] = set()
-        for text in texts:
-            used.update(base.encode(text))
-        return cls(base, sorted(used))
-
-    pad_id = 0
-    unk_id = 1
-    bos_id = 2
-    eos_id = 3
-
-    def __len__(self) -> int:
-        return len(self.kept)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.local.get(i, self.unk_id) for i in self.base.encode(text)]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.base.decode([self.kept[i] for i in ids])
-
-    def id_to_piece(self, i: int) -> str:
-        return self.base.id_to_piece(self.kept[i])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base": self.base.state_dict(), "kept": list(self.kept)}
-
-
-class TranslationCodec(StateEquality):
-    """The translator's codec: source and target SentencePiece models (one shared
-    model when ``joint``).
-
-    Stored in every translator checkpoint. Source ids end with ``</s>``; target
-    ids carry no ``<s>``/``</s>``, which batching adds. With a joint model and
-    ``target_pieces``, the target side keeps only the pieces its training text
-    uses (``TargetPieces``), so the decoder's embedding and output layer are that
-    much smaller.
-    """
-
-    def __init__(
-        self,
-        source: SentencePieceTokenizer,
-        target: SentencePieceTokenizer | TargetPieces,
-        joint: bool,
-        source_normalizer: TextNormalizer | None = None,
-    ) -> None:
-        if target.bos_id < 0 or target.eos_id < 0 or source.eos_id < 0:
-            raise ValueError("translation tokenizers need <s> and </s> ids (bos_eos=True)")
-        self.source = source
-        self.target = target
-        self.joint = joint
-        self.source_normalizer = source_normalizer
-
-    @classmethod
-    def fit(
-        cls, sources: Iterable[str], targets: Iterable[str], joint: bool = True,
-        vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0,
-        max_sentences: int | None = None, target_pieces: bool = False,
-    ) -> TranslationCodec:  # fmt: skip
-        """Train SentencePiece on the training text: one model on both sides, or one each
-        (on a sample of ``max_sentences`` lines a model, when given). ``target_pieces``
-        (joint only): restrict the target side to the pieces its text uses (one more
-        pass over the targets)."""
-        fit = partial(SentencePieceTokenizer.fit, vocab_size=vocab_size, model_type=model_type,
-                      character_coverage=character_coverage, bos_eos=True,
-                      max_sentences=max_sentences)  # fmt: skip
-        if joint:
-            shared = fit(itertools.chain(sources, targets))
-            target = TargetPieces.fit(shared, targets) if target_pieces else shared
-            return cls(shared, target, joint=True)
-        return cls(fit(sources), fit(targets), joint=False)
-
-    def encode_source(self, text: str) -> list[int]:
-        """Source ids of raw text, ``</s>`` last; put in Unicode NFC and given the training
-        sources' quotes and case first (``source_normalizer``; none before seqnlp 0.2)."""
-        if self.source_normalizer is not None:
-            text = self.source_normalizer.normalize(unicodedata.normalize("NFC", text))
-        return [*self.source.encode(text), self.source.eos_id]
-
-    def encode_target(self, text: str) -> list[int]:
-        return self.target.encode(text)
-
-    def decode_target(self, ids: Sequence[int]) -> str:
-        """Target ids to detokenised text (specials dropped)."""
-        return self.target.decode(ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "source": self.source.state_dict(),
-            "target": None if self.joint else self.target.state_dict(),
-            "joint": self.joint,
-        }
-        if isinstance(self.target, TargetPieces):
-            state["target_pieces"] = list(self.target.kept)
-        if self.source_normalizer is not None:
-            state["source_normalizer"] = self.source_normalizer.state_dict()
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TranslationCodec:
-        source = SentencePieceTokenizer.from_state(state["source"])
-        target: SentencePieceTokenizer | TargetPieces = (
-            source if state["joint"] else SentencePieceTokenizer.from_state(state["target"])
-        )
-        if state.get("target_pieces") is not None:  # absent in checkpoints before it existed
-            target = TargetPieces(source, state["target_pieces"])
-        normalizer = state.get("source_normalizer")
-        return cls(source, target, state["joint"],
-                   TextNormalizer.from_state(normalizer) if normalizer else None)  # fmt: skip
 
 
 @dataclass
