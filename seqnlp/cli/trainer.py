@@ -7,15 +7,20 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import shlex
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
+import torch
 from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from seqnlp.checkpoints import CKPT_KEY, hyper_parameters, read_checkpoint, system_class
 from seqnlp.data.base import SeqDataModule
+from seqnlp.outputs import atomic_output
 from seqnlp.tasks.base import System
 
 TRAINER_COMMANDS = ("fit", "validate", "test")
@@ -24,6 +29,9 @@ log = logging.getLogger("seqnlp")
 
 class SeqnlpCLI(LightningCLI):
     """LightningCLI whose systems take their codec from the DataModule."""
+
+    #: the command line as given (after ``seqnlp``), for the run's record.
+    _argv: ClassVar[list[str]] = []
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Vocabularies and label sets (their sizes) come from the data, never from a recipe.
@@ -35,12 +43,33 @@ class SeqnlpCLI(LightningCLI):
     # make a run folder): bad data then leaves no empty runs/.../version_N behind.
     def before_fit(self) -> None:
         self.datamodule.setup("fit")
+        # What a model card says of the run, kept in every checkpoint it writes.
+        self.model.run_info = {
+            **self.model.run_info,
+            "command": " ".join(["python -m seqnlp", *map(shlex.quote, self._argv)]),
+            "recipe": self.parser.dump(self.config, skip_none=False, skip_check=True),
+            "hardware": hardware(self.trainer),
+            "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }
 
     def before_validate(self) -> None:
         self.datamodule.setup("validate")
 
     def before_test(self) -> None:
         self.datamodule.setup("test")
+
+    def after_test(self) -> None:
+        """Record the test scores in the checkpoint that was tested (for its model card):
+        rewritten atomically, everything else in it kept as it was."""
+        path = self.config[self.config["subcommand"]].get("ckpt_path")
+        scores = self.model.recorded_scores.get("test")
+        if not path or not scores or not Path(path).is_file() or not self.trainer.is_global_zero:
+            return
+        ckpt = read_checkpoint(path)
+        ckpt[CKPT_KEY].setdefault("scores", {})["test"] = scores
+        with atomic_output(str(path), binary=True) as handle:
+            torch.save(ckpt, handle)
+        log.info("test scores recorded in %s", path)
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` against the recipe's model, then take the model's
@@ -152,6 +181,28 @@ def _hpc_checkpoint(config: Namespace, asked: bool) -> str | None:
     return path
 
 
+def hardware(trainer: object | None = None) -> str:
+    """This machine in a line: CPU model and cores, accelerators, torch's version."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle
+                       if line.startswith("model name"))  # fmt: skip
+    except (OSError, StopIteration):
+        pass
+    parts = [f"{cpu}, {os.cpu_count()} cores"]
+    if torch.cuda.is_available():
+        parts.append(", ".join(torch.cuda.get_device_name(i)
+                               for i in range(torch.cuda.device_count())))  # fmt: skip
+    if trainer is not None:
+        parts.append(f"{getattr(trainer, 'num_devices', 1)} device(s) x "
+                     f"{getattr(trainer, 'num_nodes', 1)} node(s)")  # fmt: skip
+    return "; ".join([*parts, f"torch {torch.__version__}"])
+
+
 def _codec_of(data: SeqDataModule) -> object:
     return data.codec
 
@@ -173,6 +224,7 @@ def run_trainer_command(argv: Sequence[str]) -> None:
     warnings.filterwarnings("ignore", message=".*configure_optimizers.*will be overridden.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within.*")
+    SeqnlpCLI._argv = list(argv)
     try:
         SeqnlpCLI(
             System,

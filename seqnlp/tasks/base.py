@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -46,6 +47,13 @@ class System(pl.LightningModule):
         super().__init__()
         self._eval_outputs: list[Any] = []
         self._rng_to_restore: list[dict[str, Any]] | None = None
+        #: the last corpus scores of each stage (``val``, ``test``), with notes such as
+        #: sacreBLEU's signature: written into checkpoints (``scores``) for model cards.
+        self.recorded_scores: dict[str, dict[str, Any]] = {}
+        #: how the model was trained (command, recipe, hardware, training seconds),
+        #: set by the CLI at ``fit`` and kept across resumptions (``run``).
+        self.run_info: dict[str, Any] = {}
+        self._fit_started: float | None = None
 
     # -- what a task provides ----------------------------------------------------
     def training_loss(self, batch: Any) -> torch.Tensor:
@@ -99,8 +107,16 @@ class System(pl.LightningModule):
         if not outputs or self.trainer.sanity_checking:
             return
         scores = self.corpus_scores(outputs, stage)
+        self.recorded_scores[stage] = {
+            **{k: round(float(v), 4) for k, v in scores.items()}, **self.score_notes()
+        }
         self.log_dict({f"{stage}/{k}": scores.pop(k) for k in self.main_metrics}, prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
+
+    def score_notes(self) -> dict[str, str]:
+        """What the last corpus scores need to be read right (the translator's sacreBLEU
+        signatures); recorded with them."""
+        return {}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -129,8 +145,21 @@ class System(pl.LightningModule):
             "codec": self.codec.state_dict(),
             "format": FORMAT,
         }
+        scores = {_STAGE_NAMES[k]: v for k, v in self.recorded_scores.items() if k in _STAGE_NAMES}
+        if scores:
+            checkpoint[CKPT_KEY]["scores"] = scores
+        if self.run_info:
+            run = dict(self.run_info)
+            if self._fit_started is not None:
+                run["train_seconds"] = round(
+                    run.get("train_seconds", 0.0) + time.monotonic() - self._fit_started, 1
+                )
+            checkpoint[CKPT_KEY]["run"] = run
         if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             checkpoint[RNG_KEY] = rng.capture_all_ranks()
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.monotonic()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get(CKPT_KEY) is None:
@@ -155,6 +184,13 @@ class System(pl.LightningModule):
                 f"different models"
             )
         self._rng_to_restore = checkpoint.get(RNG_KEY)
+        # A resumed run keeps its scores so far and adds to its training time.
+        stages = {v: k for k, v in _STAGE_NAMES.items()}
+        for name, scores in (meta.get("scores") or {}).items():
+            if name in stages and isinstance(scores, dict):
+                self.recorded_scores.setdefault(stages[name], dict(scores))
+        if isinstance(meta.get("run"), dict) and "train_seconds" in meta["run"]:
+            self.run_info["train_seconds"] = meta["run"]["train_seconds"]
 
     def configure_gradient_clipping(
         self,
@@ -193,6 +229,9 @@ class System(pl.LightningModule):
         """Adam at 1e-3 unless the recipe's ``optimizer`` section says otherwise."""
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
+
+#: the stage names of ``recorded_scores`` as checkpoints and model cards write them.
+_STAGE_NAMES = {"val": "validation", "test": "test"}
 
 #: codec entries that say how raw input is read, not what the weights were trained on:
 #: a run resumed with other settings (or from a checkpoint older than them) keeps going.

@@ -155,9 +155,13 @@ class Translator(System):
             outputs.append((self.codec.decode_target(hyps[0].tokens), reference))
         return loss, outputs
 
+    def score_notes(self) -> dict[str, str]:
+        return dict(getattr(self, "_signatures", {}))
+
     def corpus_scores(self, outputs: list[tuple[str, str]], stage: str) -> dict[str, float]:
         scores = translation_scores([h for h, _ in outputs], [r for _, r in outputs])
         bleu_signature, chrf_signature = scores.pop("bleu_signature"), scores.pop("chrf_signature")
+        self._signatures = {"bleu_signature": bleu_signature, "chrf_signature": chrf_signature}
         log.info("%s: BLEU %.2f (%s), chrF %.2f (%s)", stage, scores["bleu"], bleu_signature,
                  scores["chrf"], chrf_signature)  # fmt: skip
         return scores
