@@ -41,8 +41,13 @@ def classifier() -> ClassificationPredictor:
     return ClassificationPredictor(Classifier(codec, embedding_dim=4, hidden_size=4).network, codec)
 
 
+#: one folder for every generated example's files, removed when the run ends (the
+#: examples number in the hundreds: a folder each would litter the temporary directory).
+_SCRATCH = tempfile.TemporaryDirectory(prefix="seqnlp-reliability-")
+
+
 def _scratch(data: bytes, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp())
+    folder = Path(tempfile.mkdtemp(dir=_SCRATCH.name))
     path = folder / name
     path.write_bytes(data)
     return path
@@ -141,7 +146,7 @@ def test_labelled_text_of_any_bytes_gives_records_or_a_located_error(data, fmt):
 @SETTINGS
 @given(chunks=st.lists(TEXT, max_size=5), fail=st.booleans(), existed=st.booleans())
 def test_an_output_is_whole_or_as_it_was(chunks, fail, existed):
-    folder = Path(tempfile.mkdtemp())
+    folder = Path(tempfile.mkdtemp(dir=_SCRATCH.name))
     target = folder / "out.txt"
     if existed:
         target.write_text("previous\n", encoding="utf-8")
