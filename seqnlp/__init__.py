@@ -21,8 +21,15 @@ def load(path: str | Path, **options: Any) -> Predictor:
 
     Every prediction option is given here (``device``, ``quantize="int8"``,
     ``batch_size``, ``parallel_batches``, ``confidence``, ``n_best``, ``beam_size``,
-    ``length_penalty``, ``max_tokens``): see ``seqnlp.predict.load``.
+    ``length_penalty``, ``max_tokens``): see ``seqnlp.predict.load``. ``path`` is a
+    checkpoint, a folder written by ``seqnlp export`` or ``hf://ORG/NAME``;
+    ``runtime="onnx"`` runs a folder's ONNX graphs with ONNX Runtime and NumPy alone.
     """
+    if options.get("runtime", "torch") == "onnx":  # never imports torch
+        from seqnlp.onnx_runtime import load as load_onnx
+
+        options.pop("runtime")
+        return load_onnx(path, **options)
     from seqnlp.predict import load as _load
 
     return _load(path, **options)

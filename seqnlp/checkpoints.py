@@ -154,25 +154,36 @@ def load_system(path: str | Path, expected: type[System] | None = None) -> Syste
         raise ValueError(
             f"{path}: a {meta['task']} checkpoint, expected a {expected.task or 'seqnlp'} one"
         )
-    hparams = hyper_parameters(ckpt)
+    return build_system(cls, meta["codec"], hyper_parameters(ckpt), ckpt["state_dict"], path)
+
+
+def build_system(
+    cls: type[System], codec_state: dict[str, Any], hparams: dict[str, Any],
+    state: dict[str, torch.Tensor] | None, path: str | Path,
+) -> System:  # fmt: skip
+    """A system of class ``cls`` from its codec's state and hyper-parameters, in eval mode,
+    with the weights ``state`` (None: left as built, for the caller to load). Errors
+    are one-line ValueErrors naming ``path`` (a checkpoint or a model folder)."""
+    hparams = dict(hparams)
     for name in cls.training_only_hparams:
         hparams.pop(name, None)
     try:
-        codec = cls.codec_type.from_state(meta["codec"])
+        codec = cls.codec_type.from_state(codec_state)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
         raise ValueError(f"{path}: damaged seqnlp checkpoint: its codec cannot be read "
                          f"({type(err).__name__}: {_plain(str(err))})") from None  # fmt: skip
     try:
         system = cls(codec=codec, **hparams)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: its hyper-parameters do not build a {meta['task']} model "
+        raise ValueError(f"{path}: its hyper-parameters do not build a {cls.task} model "
                          f"({_plain(str(err))})") from None  # fmt: skip
-    try:
-        system.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        detail = _plain(str(err).partition("\n")[2] or str(err))
-        raise ValueError(f"{path}: its weights do not fit the model its hyper-parameters "
-                         f"describe ({detail})") from None  # fmt: skip
+    if state is not None:
+        try:
+            system.load_state_dict(state)
+        except RuntimeError as err:
+            detail = _plain(str(err).partition("\n")[2] or str(err))
+            raise ValueError(f"{path}: its weights do not fit the model its hyper-parameters "
+                             f"describe ({detail})") from None  # fmt: skip
     return system.eval()
 
 

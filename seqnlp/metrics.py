@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch.distributed as dist
 from seqeval.metrics import classification_report
 
 from seqnlp.distributed import rank_and_world
@@ -20,6 +19,8 @@ def gather_lists(items: list[Any]) -> list[Any]:
     _, world = rank_and_world()
     if world == 1:
         return items
+    import torch.distributed as dist
+
     parts: list[list[Any] | None] = [None] * world
     dist.all_gather_object(parts, items)
     return [x for part in parts for x in (part or [])]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from seqnlp.checkpoints import CKPT_KEY, read_checkpoint
 from seqnlp.cli import main, positional_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,14 @@ def test_test_and_evaluate_agree_on_the_whole_test_set(trained, tmp_path):
     # The trainer's test F1 (over the whole set) equals the predictor's.
     assert float(tested["test/f1"]) == pytest.approx(scores["f1"], abs=1e-3)
     assert float(tested["test/precision"]) == pytest.approx(scores["precision"], abs=1e-3)
+    # ... and the test run recorded its scores in the checkpoint (for the model card),
+    # beside the validation scores and the run that fit wrote there.
+    meta = read_checkpoint(trained["best"])[CKPT_KEY]
+    assert meta["scores"]["test"]["f1"] == pytest.approx(float(tested["test/f1"]), abs=1e-3)
+    assert meta["scores"]["validation"]["f1"] > 0
+    assert meta["run"]["command"].startswith("python -m seqnlp fit ")
+    assert "seqnlp.tasks.Tagger" in meta["run"]["recipe"] and meta["run"]["train_seconds"] > 0
+    assert "fused" in read_checkpoint(trained["best"])["optimizer_states"][0]["param_groups"][0]
 
 
 def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m seqnlp {fit,validate,test,predict,evaluate,average,attention}``.
+"""Command line: ``python -m seqnlp {fit,validate,test,predict,evaluate,export,serve,...}``.
 
 Wiring only, no model or data logic: ``trainer`` runs the LightningCLI subcommands
 from YAML recipes, ``inference`` predicts and evaluates with a checkpoint alone,
@@ -8,15 +8,21 @@ ends as one line, ``seqnlp: error: ...``, and exit status 2.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from seqnlp.cli.inference import run_evaluate, run_predict
-from seqnlp.cli.tools import run_attention, run_average
-from seqnlp.cli.trainer import positional_recipes, run_trainer_command
+#: each command's module and function, imported when it runs: ``predict --runtime onnx``
+#: then never imports torch or Lightning.
+COMMANDS = {
+    "predict": "inference:run_predict", "evaluate": "inference:run_evaluate",
+    "average": "tools:run_average", "attention": "tools:run_attention",
+    "export": "tools:run_export", "serve": "serving:run_serve",
+}  # fmt: skip
 
 USAGE = """usage: seqnlp COMMAND ...
 
@@ -26,8 +32,11 @@ commands:
   test      RECIPE.yaml [...] --ckpt_path CKPT     score a checkpoint on the test split
   evaluate  --ckpt_path CKPT --input FILE          score a checkpoint on a labelled file
   predict   --ckpt_path CKPT --input FILE          label or translate raw text with a checkpoint
+            (or --model DIR: an exported folder, or hf://ORG/NAME; --runtime onnx)
+  export    --ckpt_path CKPT --output DIR          write a model folder (safetensors, card, ONNX)
   average   CKPT CKPT [...] --output CKPT          average the weights of checkpoints of one run
   attention --ckpt_path CKPT --source TEXT --output PNG   draw a translation's attention
+  serve     MODEL [--host H] [--port P]           serve a model as JSON over HTTP
 
 `seqnlp COMMAND --help` lists a command's options; `seqnlp --version` the version."""
 
@@ -43,18 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"seqnlp {__version__}")
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {
-        "predict": run_predict, "evaluate": run_evaluate, "average": run_average,
-        "attention": run_attention,
-    }  # fmt: skip
     try:
-        if args and args[0] in commands:
+        if args and args[0] in COMMANDS:
             # SIGTERM (timeout, schedulers) unwinds like Ctrl-C, so that a partial output
-            # is removed rather than left beside the file.
-            signal.signal(signal.SIGTERM, _terminate)
-            commands[args[0]](args[1:])
+            # is removed rather than left beside the file (serve: uvicorn's graceful stop).
+            if args[0] != "serve":
+                signal.signal(signal.SIGTERM, _terminate)
+            _command(args[0])(args[1:])
         else:
-            run_trainer_command(args)
+            _command("trainer:run_trainer_command")(args)
     except BrokenPipeError:
         # The reader of standard output went away (`seqnlp predict ... | head -1`): stop
         # quietly, as other command-line tools do; Python must not write to it again.
@@ -69,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             err = err.__cause__
         print(f"seqnlp: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _command(name: str) -> Callable[[list[str]], Any]:
+    module, _, function = COMMANDS.get(name, name).partition(":")
+    return getattr(importlib.import_module(f"seqnlp.cli.{module}"), function)
+
+
+def positional_recipes(argv: Sequence[str]) -> list[str]:
+    """``fit a.yaml b.yaml --x 1`` -> ``fit --config a.yaml --config b.yaml --x 1``."""
+    from seqnlp.cli.trainer import positional_recipes as expand
+
+    return expand(argv)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -30,7 +30,7 @@ READER_OPTIONS = {
 
 def predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqnlp predict", description="Label or translate raw text.")
-    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `seqnlp fit`")
+    _add_model(p)
     p.add_argument("--input", required=True, help="input file, or - for standard input")
     p.add_argument("--output", default="-", help="output file (default: standard output)")
     p.add_argument(
@@ -77,7 +77,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqnlp evaluate", description="Score a checkpoint on a labelled file."
     )
-    p.add_argument("--ckpt_path", required=True)
+    _add_model(p)
     p.add_argument("--input", required=True, help="labelled file, or NAME:SPLIT of a named dataset")
     p.add_argument("--batch_size", type=_positive_int, default=64)
     p.add_argument("--output", help="also write the metrics as JSON to this file")
@@ -114,6 +114,21 @@ def _add_search(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
                    help="translation: beam size (default 5; 1: greedy)")  # fmt: skip
     p.add_argument("--length_penalty", type=float, default=None,
                    help="translation: GNMT length-penalty alpha (default: the model's)")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt_path", help="checkpoint written by `seqnlp fit`")
+    which.add_argument("--model", help="model folder written by `seqnlp export`, hf://ORG/NAME "
+                       "(a folder on the Hugging Face Hub), or a checkpoint")  # fmt: skip
+    p.add_argument(
+        "--runtime", choices=["torch", "onnx"], default="torch",
+        help="onnx: run an exported folder's ONNX graphs with ONNX Runtime and NumPy "
+        "(`seqnlp export --format onnx`; pip install 'seqnlp[onnx]'); torch is not imported",
+    )  # fmt: skip
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="--runtime onnx: batches predicted at once, each on one thread "
+                   "(default: ONNX Runtime's own threading)")  # fmt: skip
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -173,6 +188,9 @@ def _launch(args: argparse.Namespace) -> Fabric | None:
     """
     if args.devices == 1 and args.num_nodes == 1 and args.accelerator is None:
         return None
+    if args.runtime == "onnx":
+        raise ValueError("--runtime onnx runs in this process on the CPU: --devices, "
+                         "--num_nodes and --accelerator are for the torch runtime")  # fmt: skip
     from lightning_fabric import Fabric  # shipped inside the pytorch-lightning package
 
     fabric = Fabric(accelerator=args.accelerator or "auto", devices=args.devices,
@@ -183,19 +201,29 @@ def _launch(args: argparse.Namespace) -> Fabric | None:
 
 def _finish(fabric: Fabric | None) -> None:
     """Close the process group of ``_launch`` once every rank is done."""
+    if fabric is None:
+        return
     import torch.distributed as dist
 
-    if fabric is not None and dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def _load(args: argparse.Namespace, fabric: Fabric | None, **task_options: Any) -> Predictor:
     """The predictor, built once with every option given on the command line."""
-    from seqnlp.predict import load
+    from seqnlp import load
 
     given = {k: v for k, v in task_options.items() if v is not None}
-    return load(args.ckpt_path, device=fabric.device if fabric is not None else "cpu",
-                quantize=args.quantize, batch_size=args.batch_size,
+    if args.runtime == "onnx":
+        if args.parallel_batches != 1:
+            raise ValueError("--parallel_batches is for the torch runtime (ONNX Runtime uses "
+                             "its own threads)")  # fmt: skip
+        return load(args.model or args.ckpt_path, runtime="onnx", quantize=args.quantize,
+                    batch_size=args.batch_size, threads=args.threads, **given)  # fmt: skip
+    if args.threads is not None:
+        raise ValueError("--threads is for --runtime onnx (torch: --parallel_batches)")
+    return load(args.model or args.ckpt_path, device=fabric.device if fabric is not None else
+                "cpu", quantize=args.quantize, batch_size=args.batch_size,
                 parallel_batches=args.parallel_batches, **given)  # fmt: skip
 
 
@@ -224,7 +252,6 @@ def run_predict(argv: Sequence[str]) -> None:
 
 def run_evaluate(argv: Sequence[str]) -> None:
     from seqnlp.outputs import atomic_output, refuse_overwriting_input
-    from seqnlp.predict import RankShared
 
     args = evaluate_parser().parse_args(argv)
     if args.output:
@@ -242,7 +269,12 @@ def run_evaluate(argv: Sequence[str]) -> None:
         # it appears only once the scores are in it.
         out = stack.enter_context(atomic_output(args.output)) if writes else None
         # Several processes: every rank reads the file and predicts its share of it.
-        scorer = predictor if fabric is None else RankShared(predictor)
+        if fabric is not None:
+            from seqnlp.predict import RankShared
+
+            scorer = RankShared(predictor)
+        else:
+            scorer = predictor
         scores = scorer.evaluate(args.input, **reader_options)
         _finish(fabric)
         if fabric is not None and fabric.global_rank != 0:

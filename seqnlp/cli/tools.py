@@ -1,4 +1,4 @@
-"""``average`` and ``attention``: tools on checkpoints."""
+"""``average``, ``attention`` and ``export``: tools on checkpoints."""
 
 from __future__ import annotations
 
@@ -39,3 +39,28 @@ def run_attention(argv: Sequence[str]) -> None:
     weights = torch.tensor(found["weights"])
     plot_attention(found["source_pieces"], found["target_pieces"], weights, args.output)
     print(found["translation"])
+
+
+def run_export(argv: Sequence[str]) -> None:
+    from seqnlp.export.writer import export_model
+
+    description = ("Write a checkpoint's model folder (Hugging Face Hub layout: config.json, "
+                   "model.safetensors, codec files, recipe, model card; no pickle).")
+    p = argparse.ArgumentParser(prog="seqnlp export", description=description)
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `seqnlp fit`")
+    p.add_argument("--output", required=True, help="the folder to write (must not exist)")
+    p.add_argument("--format", dest="formats", action="append", choices=["safetensors", "onnx"],
+                   help="onnx: also ONNX graphs, for `--runtime onnx` (repeatable; the "
+                   "safetensors folder is always written)")  # fmt: skip
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8: loaded quantized (torch: translation, where it pays; ONNX: "
+                   "int8 graphs beside the fp32 ones, every task)")  # fmt: skip
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="the stored weights' dtype: bf16/fp16 halve the folder; prediction "
+                   "computes in float32 on the CPU")  # fmt: skip
+    p.add_argument("--name", help="the model's name on its card (default: the folder's name)")
+    args = p.parse_args(argv)
+    report = export_model(args.ckpt_path, args.output, onnx="onnx" in (args.formats or []),
+                          quantize=args.quantize, precision=args.precision,
+                          name=args.name)  # fmt: skip
+    print(report.summary(), file=sys.stderr)

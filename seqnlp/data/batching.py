@@ -11,11 +11,13 @@ divisible when needed, as ``DistributedSampler`` does).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import torch
 from torch.utils.data import Sampler
+
+from seqnlp.data.sorting import length_sorted_batches
 
 T = TypeVar("T")
 
@@ -123,25 +125,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool = self.batch_size * self.pool_factor
         full, rest = divmod(n, pool)
         return full * math.ceil(pool / self.batch_size) + math.ceil(rest / self.batch_size)
-
-
-def length_sorted_batches(
-    items: Iterable[T], length_of: Callable[[T], int], batch_size: int,
-    max_tokens: int | None = None,
-) -> list[list[T]]:  # fmt: skip
-    """``items`` sorted by length (stably: equal lengths keep their order) and cut into
-    batches of at most ``batch_size`` items and, with ``max_tokens``, of at most that many
-    padded tokens (items x the longest length): a long item does not pad a whole batch to
-    its length, and one longer than the budget is a batch of its own. What the map-style
-    sampler, streaming and prediction all cut their pools with."""
-    batches: list[list[T]] = [[]]
-    for item in sorted(items, key=length_of):  # ascending: the newest item is the longest
-        batch = batches[-1]
-        over = max_tokens is not None and (len(batch) + 1) * length_of(item) > max_tokens
-        if batch and (len(batch) >= batch_size or over):
-            batches.append(batch := [])
-        batch.append(item)
-    return [b for b in batches if b]
 
 
 def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:

@@ -139,6 +139,37 @@ class _Tokens:
         return (r["tokens"] for r in self.records)
 
 
+_BIOES_MEANING = {
+    "S": "a one-token {} entity", "B": "the first token of a longer {} entity",
+    "I": "inside a longer {} entity", "E": "the last token of a longer {} entity",
+}  # fmt: skip
+
+
+def unseen_tag(records: Iterable[dict[str, Any]], codec: TaggingCodec) -> str | None:
+    """Where and what the first tag of ``records`` (IOB2 tags, and ``lines`` and
+    ``written`` when read ``with_lines``) is that the codec's tag set lacks, as
+    ":LINE: ..." text for an error message; None when every tag is known."""
+    known = set(codec.tags.itos)
+    for record in records:
+        for i, schemed in enumerate(codec.schemed(record["tags"])):
+            if schemed in known:
+                continue
+            where = f":{record['lines'][i]}" if "lines" in record else ""
+            written = record.get("written", record["tags"])[i]
+            meaning = ""
+            if codec.tag_scheme == "bioes":
+                prefix, _, kind = schemed.partition("-")
+                described = _BIOES_MEANING[prefix].format(kind)
+                meaning = f" ({described}, {schemed} in the model's BIOES)"
+            return (
+                f"{where}: tag {written}{meaning} never occurs in the training data, so a "
+                f"model trained on it cannot predict it (the model's tags: "
+                f"{', '.join(codec.tags.itos)})"
+            )
+    return None
+
+
+
 class ClassificationCodec(StateEquality):
     """The classifier's codec: the tokenizer, the label set and how raw text becomes the
     training text's tokens; stored in every classifier checkpoint.

@@ -26,8 +26,8 @@ import datasets
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from seqnlp.data.batching import length_sorted_batches
 from seqnlp.data.resumable import MidEpochState
+from seqnlp.data.sorting import length_sorted_batches
 
 
 class RecordStream:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -12,43 +12,13 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
-from seqnlp.data.codecs import TaggingCodec
+from seqnlp.data.codecs import TaggingCodec, unseen_tag
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, detect_scheme, to_iob2
 from seqnlp.text import PretokenizerKind
 
 log = logging.getLogger(__name__)
-
-
-_BIOES_MEANING = {
-    "S": "a one-token {} entity", "B": "the first token of a longer {} entity",
-    "I": "inside a longer {} entity", "E": "the last token of a longer {} entity",
-}  # fmt: skip
-
-
-def unseen_tag(records: Iterable[dict[str, Any]], codec: TaggingCodec) -> str | None:
-    """Where and what the first tag of ``records`` (IOB2 tags, and ``lines`` and
-    ``written`` when read ``with_lines``) is that the codec's tag set lacks, as
-    ":LINE: ..." text for an error message; None when every tag is known."""
-    known = set(codec.tags.itos)
-    for record in records:
-        for i, schemed in enumerate(codec.schemed(record["tags"])):
-            if schemed in known:
-                continue
-            where = f":{record['lines'][i]}" if "lines" in record else ""
-            written = record.get("written", record["tags"])[i]
-            meaning = ""
-            if codec.tag_scheme == "bioes":
-                prefix, _, kind = schemed.partition("-")
-                described = _BIOES_MEANING[prefix].format(kind)
-                meaning = f" ({described}, {schemed} in the model's BIOES)"
-            return (
-                f"{where}: tag {written}{meaning} never occurs in the training data, so a "
-                f"model trained on it cannot predict it (the model's tags: "
-                f"{', '.join(codec.tags.itos)})"
-            )
-    return None
 
 
 @dataclass

@@ -9,99 +9,31 @@ the processes of ``--devices N``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-import torch
-
-from seqnlp.checkpoints import load_system
-from seqnlp.predict.base import Predictor, Record
-from seqnlp.predict.classifier import ClassificationPredictor
-from seqnlp.predict.files import read_inputs
-from seqnlp.predict.ranks import RankShared, predict_file, predict_on_every_rank
-from seqnlp.predict.tagger import TaggingPredictor
-from seqnlp.predict.translator import TranslationPredictor
-
-PREDICTORS: dict[str, type[Predictor]] = {
-    p.task: p for p in (TaggingPredictor, ClassificationPredictor, TranslationPredictor)
+#: where each name lives; imported on first use (PEP 562), so that the torch-free parts
+#: (``base``, ``files``) import without torch, for ONNX Runtime prediction.
+_HOMES = {
+    "PREDICTORS": "seqnlp.predict.api",
+    "load": "seqnlp.predict.api",
+    "ClassificationPredictor": "seqnlp.predict.classifier",
+    "Predictor": "seqnlp.predict.base",
+    "Record": "seqnlp.predict.base",
+    "TorchPredictor": "seqnlp.predict.torch_base",
+    "RankShared": "seqnlp.predict.ranks",
+    "predict_file": "seqnlp.predict.ranks",
+    "predict_on_every_rank": "seqnlp.predict.ranks",
+    "read_inputs": "seqnlp.predict.files",
+    "TaggingPredictor": "seqnlp.predict.tagger",
+    "TranslationPredictor": "seqnlp.predict.translator",
 }
 
 
-def load(
-    path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    quantize: str | None = None,
-    batch_size: int = 64,
-    parallel_batches: int = 1,
-    confidence: bool | None = None,
-    n_best: int | None = None,
-    beam_size: int | None = None,
-    length_penalty: float | None = None,
-    max_tokens: int | None = None,
-    pretokenized: bool | None = None,
-    documents: bool | None = None,
-) -> Predictor:
-    """The predictor of a checkpoint, whatever its task, built once with every option.
-
-    Args:
-        path: a checkpoint written by ``seqnlp fit``.
-        device: where the network runs (``cpu``, ``cuda:0``, ...).
-        quantize: ``int8``: dynamic quantization of the recurrent and linear layers
-            for faster CPU prediction (``seqnlp.quantize``); the file is unchanged.
-        batch_size: inputs per batch.
-        parallel_batches: CPU batches predicted at once in threads sharing torch's
-            threads.
-        confidence, n_best: tagging: entity confidences (default on); the ``n_best``
-            most probable tag sequences (CRF head).
-        beam_size, n_best, length_penalty, max_tokens: translation: beam size (default
-            5; 1 is greedy), translations per source, GNMT length-penalty alpha (default
-            the model's), padded source pieces per batch (default 8,192).
-        pretokenized: tagging and classification: strings are tokens separated by
-            white space already, not raw text (default: raw text; a classifier's
-            ``evaluate`` reads a labelled file as its training text was).
-        documents: tagging: each string is a document, split into sentences.
-
-    An option left at None takes the task's default; one given for a task it does not
-    apply to (``beam_size`` for a tagger) is refused.
-    """
-    system = load_system(path)
-    predictor_class = PREDICTORS.get(system.task)
-    if predictor_class is None:
-        raise ValueError(f"{path}: no predictor for task {system.task!r}")
-    given = {
-        "confidence": confidence, "n_best": n_best, "beam_size": beam_size,
-        "length_penalty": length_penalty, "max_tokens": max_tokens,
-        "pretokenized": pretokenized, "documents": documents,
-    }  # fmt: skip
-    given = {name: value for name, value in given.items() if value is not None}
-    foreign = sorted(set(given) - set(predictor_class.options))
-    if foreign:
-        takes = ", ".join(predictor_class.options) or "none of these"
-        raise ValueError(f"{path}: a {system.task} model takes no {' or '.join(foreign)} "
-                         f"option (its own: {takes})")  # fmt: skip
-    network = system.network
-    if quantize is not None:
-        from seqnlp.quantize import check_cpu
-        from seqnlp.quantize import quantize as quantize_network
-
-        check_cpu(device)
-        quantize_network(network, quantize)
-    network.to(device)
-    options = {**system.predictor_options(), **given}
-    return predictor_class(network, system.codec, batch_size=batch_size,
-                           parallel_batches=parallel_batches, **options)  # fmt: skip
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'seqnlp.predict' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
 
 
-__all__ = [
-    "PREDICTORS",
-    "ClassificationPredictor",
-    "Predictor",
-    "RankShared",
-    "Record",
-    "TaggingPredictor",
-    "TranslationPredictor",
-    "load",
-    "predict_file",
-    "predict_on_every_rank",
-    "read_inputs",
-]
+__all__ = sorted(_HOMES)

@@ -1,34 +1,29 @@
 """What every predictor shares: inputs batched by length, records in the input order,
-several batches at once on a CPU, and evaluation on labelled data."""
+output formats, metadata, and evaluation on labelled data.
+
+Torch-free: ``Predictor`` is the base of the torch predictors (``TorchPredictor``,
+``seqnlp.predict.torch_base``) and of the ONNX Runtime ones (``seqnlp.onnx_runtime``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-import torch
-from pytorch_lightning.utilities import move_data_to_device
-from torch import nn
-
-from seqnlp.data.batching import length_sorted_batches
+from seqnlp.data.sorting import length_sorted_batches
 
 Record = dict[str, Any]
-T = TypeVar("T")
 
 
 class Predictor:
-    """Base of the task predictors: a network and its codec, built once with every
-    prediction option and never changed afterwards.
+    """Base of every predictor: a codec and the prediction options, set once when the
+    predictor is built and never changed afterwards; a runtime (torch, ONNX Runtime)
+    adds the network and ``predict_batch``.
 
     Args:
-        network: the task's network (``seqnlp.models``), on the device it runs on.
         codec: the task's codec (tokenizers, vocabularies, labels).
         batch_size: inputs per batch (at most).
-        parallel_batches: on a CPU, batches predicted at once, each in its own
-            thread with an equal share of torch's threads; 1: one batch at a time on
-            all of them.
     """
 
     #: the task's name, and the options ``seqnlp.load`` passes on for it.
@@ -40,23 +35,13 @@ class Predictor:
     #: a budget of padded ``length`` units (inputs x the longest) per batch; None: no budget.
     max_tokens: int | None = None
 
-    def __init__(
-        self, network: nn.Module, codec: Any, batch_size: int = 64, parallel_batches: int = 1
-    ) -> None:
+    def __init__(self, codec: Any, batch_size: int = 64) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if parallel_batches < 1:
-            raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
-        self.network = network.eval()
         self.codec = codec
         self.batch_size = batch_size
-        self.parallel_batches = parallel_batches
         #: what the model folder's card says (``seqnlp.export``); empty for a checkpoint.
         self.card: dict[str, Any] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
 
     @property
     def default_format(self) -> str:
@@ -86,34 +71,9 @@ class Predictor:
     def _records_by_batch(
         self, inputs: Sequence[Any], batches: list[list[int]]
     ) -> Iterator[list[Record]]:
-        """Each batch's records, in order: one batch at a time or, with
-        ``parallel_batches`` > 1 on CPU, that many at once in threads (torch releases
-        the GIL in its operations): small recurrent products use two cores better as
-        two one-thread products than as one two-thread product. torch's thread count
-        is process-wide: it is shared out among the threads while they run, then
-        restored."""
-
-        def run(idx: list[int]) -> list[Record]:
-            return self.predict_batch([inputs[i] for i in idx])
-
-        workers = min(self.parallel_batches, len(batches))
-        if workers <= 1 or self.device.type != "cpu":
-            yield from map(run, batches)
-            return
-        threads = torch.get_num_threads()
-        share = max(1, threads // workers)
-        torch.set_num_threads(share)
-        try:  # OpenMP's count is per thread: each worker sets its own
-            init = {"initializer": torch.set_num_threads, "initargs": (share,)}
-            with ThreadPoolExecutor(workers, **init) as pool:
-                yield from pool.map(run, batches)
-        finally:
-            torch.set_num_threads(threads)
-
-    def to_device(self, batch: T) -> T:
-        """A collated (CPU) batch on the network's device (a GPU under ``--devices``)."""
-        device = self.device
-        return batch if device.type == "cpu" else move_data_to_device(batch, device)
+        """Each batch's records, in order (a runtime may predict several at once)."""
+        for idx in batches:
+            yield self.predict_batch([inputs[i] for i in idx])
 
     def metadata(self) -> dict[str, Any]:
         """What a user of the model needs to know, as JSON-able data: the task, its labels,

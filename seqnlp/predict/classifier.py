@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
 
 from seqnlp.data.classification import ClassificationCodec, collate_classification
-from seqnlp.data.classification_readers import read_labelled_text, tsv_cell_problem
-from seqnlp.data.sources import labelled_file
-from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import ClassifierNetwork
-from seqnlp.predict.base import Predictor, Record
-from seqnlp.text import Tokenized
+from seqnlp.predict.classification_records import ClassificationRecords
+from seqnlp.predict.torch_base import TorchPredictor
 
 
-class ClassificationPredictor(Predictor):
+class ClassificationPredictor(ClassificationRecords, TorchPredictor):
     """Labels raw texts: each is split into tokens and normalised as the training text
     was (``codec.raw``: "Great film!" reads as "great film !" for a model trained on
     SST-2), or with ``pretokenized`` taken as tokens separated by white space.
@@ -25,15 +19,15 @@ class ClassificationPredictor(Predictor):
     (probabilities by label). Text that is empty or only whitespace gives
     ``label`` and ``probability`` null and no probabilities.
 
+    The records are built by ``ClassificationRecords`` (torch-free, shared with the
+    ONNX Runtime classifier); this class adds the torch network's call.
+
     Args:
         network, codec, batch_size, parallel_batches: as ``Predictor``.
         pretokenized: texts are tokenized already. Default: ``predict`` takes raw
             text, ``evaluate`` reads a labelled file as the training text was.
     """
 
-    task = "classification"
-    options = ("pretokenized",)
-    text_formats = ("tsv",)
     network: ClassifierNetwork
     codec: ClassificationCodec
 
@@ -44,69 +38,8 @@ class ClassificationPredictor(Predictor):
         super().__init__(network, codec, batch_size, parallel_batches)
         self.pretokenized = pretokenized
 
-    def labels(self) -> dict[str, list[str]]:
-        return {"labels": list(self.codec.labels.itos)}
-
-    def length(self, item: str) -> int:
-        return len(item.split())
-
     @torch.inference_mode()
-    def predict_batch(self, items: Sequence[str]) -> list[Record]:
-        records: list[Record] = [
-            {"text": t, "label": None, "probability": None, "probabilities": {}} for t in items
-        ]
-        codec = self.codec
-        encoded = {
-            i: (codec.encode_pretokenized if self.pretokenized or isinstance(t, Tokenized)
-                else codec.encode_raw)(t)
-            for i, t in enumerate(items) if t.strip()
-        }  # fmt: skip
-        encoded = {i: ids for i, ids in encoded.items() if ids}
-        if not encoded:
-            return records
-        batch = self.to_device(
-            collate_classification([{"token_ids": ids} for ids in encoded.values()])
-        )
+    def class_probabilities(self, token_ids: list[list[int]]) -> list[list[float]]:
+        batch = self.to_device(collate_classification([{"token_ids": ids} for ids in token_ids]))
         probs = self.network(batch.token_ids, batch.lengths).softmax(dim=-1)  # (batch, classes)
-        labels = self.codec.labels.itos
-        for row, i in zip(probs.tolist(), encoded, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            records[i].update(
-                label=labels[best],
-                probability=round(row[best], 4),
-                probabilities={label: round(p, 4) for label, p in zip(labels, row, strict=True)},
-            )
-        return records
-
-    def format_record(self, record: Record, fmt: str) -> str:
-        """``tsv``: ``label<TAB>probability<TAB>text`` (empty cells for empty text)."""
-        if fmt != "tsv":
-            return super().format_record(record, fmt)
-        problem = tsv_cell_problem(record["text"])
-        if problem:
-            raise ValueError(f"text {record['text'][:40]!r} cannot be written as TSV ({problem}): "
-                             f"write JSON lines instead (--output_format jsonl)")  # fmt: skip
-        prob = "" if record["probability"] is None else f"{record['probability']:.4f}"
-        return f"{record['label'] or ''}\t{prob}\t{record['text']}\n"
-
-    def read_labelled(self, source: str, **reader_options: Any) -> tuple[list[str], list[int]]:
-        """Texts and gold class ids of a labelled-text file or ``NAME:SPLIT`` (``fmt``,
-        ``label_column``, ``text_column``, ``header``, ``encoding``: as
-        ``read_labelled_text``). Its texts are tokenized if ``pretokenized`` says so,
-        or by default if the training text was."""
-        path = labelled_file(source)
-        tokenized = self.codec.pretokenized if self.pretokenized is None else self.pretokenized
-        gold = read_labelled_text(path, **reader_options)
-        labels = self.codec.labels
-        unseen = sorted({r["label"] for r in gold} - set(labels.itos))
-        if unseen:
-            raise ValueError(f"{path}: labels {unseen} are not among the model's {labels.itos}")
-        texts = [Tokenized(r["text"]) if tokenized else r["text"] for r in gold]
-        return texts, [labels.index(r["label"]) for r in gold]
-
-    def score(self, gold: list[int], records: list[Record]) -> dict[str, Any]:
-        """Accuracy, macro-F1, per-class scores, the confusion matrix and the labels."""
-        labels = self.codec.labels
-        predicted = [labels.index(r["label"]) for r in records]
-        scores = classification_scores(gold, predicted, labels.itos)
-        return {"examples": float(len(gold)), **scores, "labels": labels.itos}
+        return probs.tolist()

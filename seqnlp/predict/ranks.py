@@ -15,8 +15,6 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Any, TextIO, TypeVar
 
-import torch.distributed as dist
-
 from seqnlp.distributed import rank_and_world
 from seqnlp.outputs import atomic_output, refuse_overwriting_input
 from seqnlp.predict.base import Predictor, Record
@@ -34,6 +32,8 @@ def on_every_rank(step: Callable[[], T]) -> T:
     _, world = rank_and_world()
     if world == 1:
         return step()
+    import torch.distributed as dist
+
     failure: Exception | None = None
     try:
         result = step()
@@ -58,6 +58,8 @@ def _from_rank_zero(obj: T) -> T:
     """Rank 0's ``obj`` on every rank (``obj`` itself on one process)."""
     if rank_and_world()[1] == 1:
         return obj
+    import torch.distributed as dist
+
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -76,6 +78,8 @@ def predict_on_every_rank(
     rank, world = rank_and_world()
     if world == 1:
         return predict(inputs)
+    import torch.distributed as dist
+
     mine = on_every_rank(lambda: predict([inputs[i] for i in range(rank, len(inputs), world)]))
     parts: list[list[Record]] = [[] for _ in range(world)]
     dist.all_gather_object(parts, mine)
