@@ -1,0 +1,300 @@
+"""Load benchmark of ``seqnlp serve``: micro-batching against one request at a time.
+
+For a tagger and a classifier it starts the real server (``python -m seqnlp serve``)
+on a free loopback port and sends a bounded number of ``POST /predict`` requests
+(``--sentences_per_request`` sentences each) from 1, 8 and 64 concurrent clients
+(keep-alive connections of a small asyncio HTTP/1.1 client, in this process). It
+reports requests/s, sentences/s, p50 / p99 latency and the server's CPU time per
+sentence (less sensitive than rates to other processes on the machine). The
+reference is the same load on a server that predicts one request at a time
+(``--max_batch_size 1 --max_wait_ms 0``), and ``in_process``: ``predictor.predict``
+on the same sentences in one call, the server stopped (median of three runs, with
+the server's torch threads and with torch's default: the faster). Goals at 64
+clients: batching gives at least 3x the sentences/s of one at a time, and tagging
+over HTTP at least half the sentences/s of in-process prediction. Numbers, the goals
+marked met or not:
+
+    SEQNLP_DATA=/work/shared/data python scripts/bench_serve.py \\
+        --tagger runs/quickstart-ner/tb/version_0/checkpoints/best-epoch=01.ckpt \\
+        --classifier runs/quickstart-sentiment/tb/version_0/checkpoints/best-epoch=01.ckpt \\
+        --output serve_bench.json
+
+With ``SEQNLP_DATA`` the sentences are CoNLL-2002 Spanish ``esp.testa`` (tagger) and
+SST-2 dev (classifier), else the samples shipped in ``seqnlp/samples``. The models:
+``python -m seqnlp fit recipes/quickstart/ner.yaml`` (and ``sentiment.yaml``);
+without ``--tagger`` / ``--classifier`` the tiny test fixtures are used. Linux only
+(``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints" / "v0.1.0"
+GOAL_BATCHING, GOAL_IN_PROCESS = 3.0, 0.5
+
+
+def tagging_sentences() -> tuple[str, list[str]]:
+    """Raw sentences (tokens joined by spaces) from CoNLL-2002 esp.testa or the sample."""
+    data = os.environ.get("SEQNLP_DATA")
+    path = Path(data) / "conll2002" / "esp.testa" if data else None
+    if path is None or not path.is_file():
+        path = ROOT / "seqnlp" / "samples" / "ner" / "test.conll"
+    sentences, tokens = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            tokens.append(line.split()[0])
+        elif tokens:
+            sentences.append(" ".join(tokens))
+            tokens = []
+    if tokens:
+        sentences.append(" ".join(tokens))
+    return str(path), [s for s in sentences if not s.startswith("-DOCSTART-")]
+
+
+def classification_sentences() -> tuple[str, list[str]]:
+    """Texts of SST-2 dev (``<label> <sentence>`` lines) or of the sentiment sample."""
+    data = os.environ.get("SEQNLP_DATA")
+    path = Path(data) / "sst2" / "stsa.binary.dev" if data else None
+    if path is None or not path.is_file():
+        path = ROOT / "seqnlp" / "samples" / "sentiment" / "test.txt"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return str(path), [line.split(" ", 1)[1] for line in lines if " " in line]
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def start_server(model: str, log: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``seqnlp serve MODEL --port 0``, and its URL once it listens."""
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "seqnlp", "serve", model, "--port", "0",
+                                 *options], stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 180
+    while True:
+        found = re.search(r"at http://(127\.0\.0\.1):(\d+)", log.read_text(errors="replace"))
+        if found:
+            return proc, f"{found.group(1)}:{found.group(2)}"
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the server did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# -- the clients -------------------------------------------------------------------------
+
+
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, body: bytes
+) -> bytes:
+    """One keep-alive ``POST /predict``; the response body (status 200 required)."""
+    writer.write(b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = head[9:12]
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    payload = await reader.readexactly(length)
+    if status != b"200":
+        raise RuntimeError(f"HTTP {status.decode()}: {payload[:200]!r}")
+    return payload
+
+
+async def _load(address: str, bodies: list[bytes], sizes: list[int], clients: int) -> dict:
+    """``clients`` connections sending ``bodies`` in turn; timings and rates."""
+    host, port = address.split(":")
+    latencies: list[float] = []
+    following = iter(range(len(bodies)))
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for i in following:
+                start = time.perf_counter()
+                payload = await _post(reader, writer, address, bodies[i])
+                latencies.append(time.perf_counter() - start)
+                if len(json.loads(payload)["outputs"]) != sizes[i]:
+                    raise RuntimeError("a response without one record per input")
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    ms = sorted(1000 * t for t in latencies)
+    return {
+        "clients": clients, "requests": len(bodies), "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(bodies) / elapsed, 1),
+        "sentences_per_s": round(sum(sizes) / elapsed, 1),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 2),
+    }  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def health(address: str) -> dict[str, Any]:
+    async def get() -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    return asyncio.run(get())
+
+
+def bench_server(
+    model: str, requests: list[list[str]], levels: list[int], warmup: int, log: Path,
+    *options: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Start a server with ``options``, load it at each concurrency level, stop it."""
+    proc, address = start_server(model, log, *options)
+    bodies = [json.dumps({"inputs": r}, ensure_ascii=False).encode() for r in requests]
+    sizes = [len(r) for r in requests]
+    results: dict[str, Any] = {"options": list(options)}
+    try:
+        asyncio.run(_load(address, bodies[:warmup], sizes[:warmup], 4))
+        for clients in levels:
+            before, cpu = health(address), cpu_seconds(proc.pid)
+            result = asyncio.run(_load(address, bodies, sizes, clients))
+            cpu, after = cpu_seconds(proc.pid) - cpu, health(address)
+            batches = after["batches"] - before["batches"]
+            result["inputs_per_batch"] = round(sum(sizes) / max(batches, 1), 1)
+            result["server_cpu_ms_per_sentence"] = round(1000 * cpu / sum(sizes), 3)
+            results[str(clients)] = result
+            print(f"  {' '.join(options) or 'batched':<34} {clients:>3} clients: "
+                  f"{result['requests_per_s']:>7.1f} req/s {result['sentences_per_s']:>7.1f} "
+                  f"sent/s p50 {result['p50_ms']:>6.1f} ms p99 {result['p99_ms']:>7.1f} ms "
+                  f"({result['inputs_per_batch']} inputs/batch)", file=sys.stderr)  # fmt: skip
+    finally:
+        results["exit_status"] = stop_server(proc)
+    return results
+
+
+def in_process(
+    model: str, sentences: list[str], batch_size: int, thread_counts: list[int]
+) -> dict[str, Any]:
+    """``predictor.predict`` on all the sentences in one call (the median of three runs),
+    with each of ``thread_counts`` torch threads; ``sentences_per_s``: the faster."""
+    import torch
+
+    import seqnlp
+
+    predictor = seqnlp.load(model, batch_size=batch_size)
+    default = torch.get_num_threads()
+    result: dict[str, Any] = {"sentences": len(sentences)}
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            predictor.predict(sentences[:256])
+            times, cpu = [], time.process_time()
+            for _ in range(3):
+                start = time.perf_counter()
+                predictor.predict(sentences)
+                times.append(time.perf_counter() - start)
+            cpu = time.process_time() - cpu
+            median = statistics.median(times)
+            result[f"sentences_per_s_{threads}_threads"] = round(len(sentences) / median, 1)
+            result[f"cpu_ms_per_sentence_{threads}_threads"] = round(
+                1000 * cpu / (3 * len(sentences)), 3)
+    finally:
+        torch.set_num_threads(default)
+    result["sentences_per_s"] = max(
+        v for k, v in result.items() if k.startswith("sentences_per_s_"))
+    return result
+
+
+def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    source, sentences = (tagging_sentences if task == "tagging" else classification_sentences)()
+    k = args.sentences_per_request
+    needed = args.requests * k
+    pool = (sentences * (needed // len(sentences) + 1))[:needed]
+    requests = [pool[i : i + k] for i in range(0, needed, k)]
+    print(f"{task}: {model}, {len(sentences)} sentences of {source}", file=sys.stderr)
+    common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads)]
+    batched = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}.log",
+                           "--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
+                           str(args.max_wait_ms), *common)  # fmt: skip
+    one = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}-1.log",
+                       "--max_batch_size", "1", "--max_wait_ms", "0", *common)  # fmt: skip
+    local = in_process(model, sentences, args.batch_size,
+                       sorted({args.threads, args.default_threads}))  # fmt: skip
+    print(f"  in process: {local}", file=sys.stderr)
+    top = str(max(args.clients))
+    speedup = batched[top]["sentences_per_s"] / one[top]["sentences_per_s"]
+    share = batched[top]["sentences_per_s"] / local["sentences_per_s"]
+    goals = {f"batching_speedup_at_{top}": round(speedup, 2),
+             f"batching_at_least_{GOAL_BATCHING:g}x": speedup >= GOAL_BATCHING,
+             f"http_share_of_in_process_at_{top}": round(share, 3)}  # fmt: skip
+    if task == "tagging":
+        goals[f"http_at_least_{GOAL_IN_PROCESS:g}_of_in_process"] = share >= GOAL_IN_PROCESS
+    return {"model": model, "data": source, "batched": batched, "one_at_a_time": one,
+            "in_process": local, "goals": goals}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--tagger", default=str(FIXTURES / "tagger_lstm_crf.ckpt"))
+    p.add_argument("--classifier", default=str(FIXTURES / "classifier_lstm_last.ckpt"))
+    p.add_argument("--requests", type=int, default=2000, help="requests per load (default 2000)")
+    p.add_argument("--sentences_per_request", type=int, default=1)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--warmup", type=int, default=50, help="requests before the loads")
+    p.add_argument("--batch_size", type=int, default=64, help="the predictor's (default 64)")
+    p.add_argument("--max_batch_size", type=int, default=128, help="the batched server's")
+    p.add_argument("--max_wait_ms", type=float, default=2.0, help="the batched server's")
+    p.add_argument("--threads", type=int, default=None,
+                   help="the servers' torch threads (default: as `seqnlp serve`, one less "
+                   "than the cores); in-process prediction is measured with these and with "
+                   "torch's default, the faster counts")  # fmt: skip
+    p.add_argument("--tasks", nargs="+", default=["tagging", "classification"],
+                   choices=["tagging", "classification"])  # fmt: skip
+    p.add_argument("--output", help="also write the JSON summary here")
+    args = p.parse_args()
+    import torch
+
+    args.default_threads = torch.get_num_threads()
+    args.threads = args.threads or max(1, args.default_threads - 1)
+    summary: dict[str, Any] = {
+        "cpus": os.cpu_count(), "torch_threads": args.default_threads,
+        "server_threads": args.threads,
+        "requests": args.requests, "sentences_per_request": args.sentences_per_request,
+        "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        for task in args.tasks:
+            model = args.tagger if task == "tagging" else args.classifier
+            summary[task] = bench_model(task, model, args, Path(folder))
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
