@@ -54,10 +54,8 @@ def load(
         confidence, n_best, pretokenized, documents, beam_size, length_penalty,
             max_tokens: the task's options, as ``seqnlp.predict.load`` takes them
             (None: the task's default, or the model's).
-        threads: tagging and classification: batches predicted at once, each on one
-            thread (default: the CPUs this process may use;
-            ``seqnlp.onnx_runtime.base.OnnxPredictor``); translation: ONNX Runtime's
-            intra-op threads (default: one per physical core).
+        threads: batches predicted at once, each on one thread (default: the CPUs
+            this process may use; ``seqnlp.onnx_runtime.base.OnnxPredictor``).
         device, parallel_batches: only ``cpu`` and 1: ONNX Runtime runs on the CPU in
             this process, with ``threads`` for the CPUs it uses.
 
