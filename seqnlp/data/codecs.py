@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -168,6 +168,31 @@ def unseen_tag(records: Iterable[dict[str, Any]], codec: TaggingCodec) -> str | 
             )
     return None
 
+
+
+def distinct_tokens(
+    sentences: Sequence[Sequence[str]], encode: Callable[[str], tuple[int, list[int]]]
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Word ids (per sentence), the character ids of each distinct token once (row 0 the
+    padding's empty word) and each token's row among them (per sentence): what the
+    torch and ONNX prediction batches are padded from. ``encode(token)`` gives the
+    token's word id and character ids."""
+    rows: dict[str, int] = {}
+    chars: list[list[int]] = [[]]  # row 0: the padding's empty word
+    word_ids, char_rows = [], []
+    for tokens in sentences:
+        sentence_words, sentence_rows = [], []
+        for token in tokens:
+            word, token_chars = encode(token)
+            row = rows.get(token)
+            if row is None:
+                row = rows[token] = len(chars)
+                chars.append(token_chars)
+            sentence_words.append(word)
+            sentence_rows.append(row)
+        word_ids.append(sentence_words)
+        char_rows.append(sentence_rows)
+    return word_ids, chars, char_rows
 
 
 class ClassificationCodec(StateEquality):

@@ -12,7 +12,7 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_3d, pad_with_lengths
-from seqnlp.data.codecs import TaggingCodec, unseen_tag
+from seqnlp.data.codecs import TaggingCodec, distinct_tokens, unseen_tag
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, detect_scheme, to_iob2
@@ -74,21 +74,7 @@ def collate_distinct_tokens(
     a batch repeats its frequent words many times, and the characters of a word are
     all that its character features depend on. ``encode(token)`` gives the token's
     word id and character ids (``TaggingCodec.encode_tokens`` for one token)."""
-    rows: dict[str, int] = {}
-    chars: list[list[int]] = [[]]  # row 0: the padding's empty word
-    word_ids, char_rows = [], []
-    for tokens in sentences:
-        sentence_words, sentence_rows = [], []
-        for token in tokens:
-            word, token_chars = encode(token)
-            row = rows.get(token)
-            if row is None:
-                row = rows[token] = len(chars)
-                chars.append(token_chars)
-            sentence_words.append(word)
-            sentence_rows.append(row)
-        word_ids.append(sentence_words)
-        char_rows.append(sentence_rows)
+    word_ids, chars, char_rows = distinct_tokens(sentences, encode)
     words, lengths, mask = pad_with_lengths(word_ids)
     return TaggingBatch(words, pad_2d(chars), mask, lengths, char_rows=pad_2d(char_rows))
 

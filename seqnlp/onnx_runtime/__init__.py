@@ -15,7 +15,7 @@ from typing import Any
 from seqnlp.export.card import card_fields
 from seqnlp.export.folder import codec_of, is_model_folder, read_config
 from seqnlp.export.loading import resolve
-from seqnlp.predict.base import Predictor
+from seqnlp.predict.base import Predictor, task_options
 
 #: each task's options, and their defaults where the model does not fix them.
 _OPTIONS: dict[str, dict[str, Any]] = {
@@ -77,16 +77,11 @@ def load(
     task = config["task"]
     if task not in _OPTIONS:
         raise ValueError(f"{path}: no ONNX Runtime predictor for task {task!r}")
-    given = {
-        "confidence": confidence, "n_best": n_best, "beam_size": beam_size,
-        "length_penalty": length_penalty, "max_tokens": max_tokens,
-        "pretokenized": pretokenized, "documents": documents,
-    }  # fmt: skip
-    given = {name: value for name, value in given.items() if value is not None}
-    foreign = sorted(set(given) - set(_OPTIONS[task]))
-    if foreign:
-        raise ValueError(f"{path}: a {task} model takes no {' or '.join(foreign)} option "
-                         f"(its own: {', '.join(_OPTIONS[task])})")  # fmt: skip
+    given = task_options(
+        path, task, tuple(_OPTIONS[task]), confidence=confidence, n_best=n_best,
+        beam_size=beam_size, length_penalty=length_penalty, max_tokens=max_tokens,
+        pretokenized=pretokenized, documents=documents,
+    )  # fmt: skip
     info = config.get("onnx")
     if not isinstance(info, dict):
         raise ValueError(f"{path}: no ONNX graph in the model folder: {_EXPORT}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from seqnlp.data.codecs import distinct_tokens
 from seqnlp.predict.base import Predictor, Record
 
 INSTALL = "pip install 'seqnlp[onnx]'"
@@ -124,21 +125,7 @@ def collate_distinct(
     time), ``char_ids`` (words, chars) with each distinct token once (row 0 the
     padding's empty word; at least one column, for tokens without characters),
     ``lengths`` (batch,) and ``char_rows`` (batch, time)."""
-    rows: dict[str, int] = {}
-    chars: list[list[int]] = [[]]  # row 0: the padding's empty word
-    word_ids, char_rows = [], []
-    for tokens in sentences:
-        sentence_words, sentence_rows = [], []
-        for token in tokens:
-            word, token_chars = encode(token)
-            row = rows.get(token)
-            if row is None:
-                row = rows[token] = len(chars)
-                chars.append(token_chars)
-            sentence_words.append(word)
-            sentence_rows.append(row)
-        word_ids.append(sentence_words)
-        char_rows.append(sentence_rows)
+    word_ids, chars, char_rows = distinct_tokens(sentences, encode)
     words, lengths = pad_rows(word_ids)
     return {"word_ids": words, "char_ids": pad_rows(chars, min_width=1)[0], "lengths": lengths,
             "char_rows": pad_rows(char_rows)[0]}  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 from seqnlp.export.card import card_fields
 from seqnlp.export.loading import open_model
 from seqnlp.export.writer import INT8_PAYS
-from seqnlp.predict.base import Predictor
+from seqnlp.predict.base import Predictor, task_options
 from seqnlp.predict.classifier import ClassificationPredictor
 from seqnlp.predict.tagger import TaggingPredictor
 from seqnlp.predict.translator import TranslationPredictor
@@ -87,17 +87,11 @@ def load(
     predictor_class = PREDICTORS.get(system.task)
     if predictor_class is None:
         raise ValueError(f"{path}: no predictor for task {system.task!r}")
-    given = {
-        "confidence": confidence, "n_best": n_best, "beam_size": beam_size,
-        "length_penalty": length_penalty, "max_tokens": max_tokens,
-        "pretokenized": pretokenized, "documents": documents,
-    }  # fmt: skip
-    given = {name: value for name, value in given.items() if value is not None}
-    foreign = sorted(set(given) - set(predictor_class.options))
-    if foreign:
-        takes = ", ".join(predictor_class.options) or "none of these"
-        raise ValueError(f"{path}: a {system.task} model takes no {' or '.join(foreign)} "
-                         f"option (its own: {takes})")  # fmt: skip
+    given = task_options(
+        path, system.task, predictor_class.options, confidence=confidence, n_best=n_best,
+        beam_size=beam_size, length_penalty=length_penalty, max_tokens=max_tokens,
+        pretokenized=pretokenized, documents=documents,
+    )  # fmt: skip
     network = system.network
     if quantize is not None:
         from seqnlp.quantize import check_cpu

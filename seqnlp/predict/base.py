@@ -16,6 +16,18 @@ from seqnlp.data.sorting import length_sorted_batches
 Record = dict[str, Any]
 
 
+def task_options(path: object, task: str, takes: Sequence[str], **given: Any) -> dict[str, Any]:
+    """The prediction options given (those not None), refused in one line when one is
+    not among ``takes``, the options of a ``task`` model (``beam_size`` for a tagger):
+    what ``seqnlp.load`` checks, for either runtime."""
+    given = {name: value for name, value in given.items() if value is not None}
+    foreign = sorted(set(given) - set(takes))
+    if foreign:
+        raise ValueError(f"{path}: a {task} model takes no {' or '.join(foreign)} option "
+                         f"(its own: {', '.join(takes) or 'none of these'})")  # fmt: skip
+    return given
+
+
 class Predictor:
     """Base of every predictor: a codec and the prediction options, set once when the
     predictor is built and never changed afterwards; a runtime (torch, ONNX Runtime)
