@@ -157,6 +157,15 @@ def load_system(path: str | Path, expected: type[System] | None = None) -> Syste
     return build_system(cls, meta["codec"], hyper_parameters(ckpt), ckpt["state_dict"], path)
 
 
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved system's hyper-parameters under today's names: the
+    classifier's ``orthogonal_init: bool`` (0.1-0.2) is ``init: orthogonal | default``."""
+    hparams = dict(hparams)
+    if "orthogonal_init" in hparams:
+        hparams["init"] = "orthogonal" if hparams.pop("orthogonal_init") else "default"
+    return hparams
+
+
 def build_system(
     cls: type[System], codec_state: dict[str, Any], hparams: dict[str, Any],
     state: dict[str, torch.Tensor] | None, path: str | Path,
@@ -164,7 +173,7 @@ def build_system(
     """A system of class ``cls`` from its codec's state and hyper-parameters, in eval mode,
     with the weights ``state`` (None: left as built, for the caller to load). Errors
     are one-line ValueErrors naming ``path`` (a checkpoint or a model folder)."""
-    hparams = dict(hparams)
+    hparams = upgrade_hparams(hparams)
     for name in cls.training_only_hparams:
         hparams.pop(name, None)
     try:

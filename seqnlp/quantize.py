@@ -18,6 +18,10 @@ kernels). What each network has:
   version, stays fp32;
 - embeddings, the character CNN (``nn.Conv1d``), the CRF's transition scores:
   stay fp32 (they are lookups, a small convolution and a few hundred numbers).
+- refused: the custom cells (``peephole_lstm``, ``cifg_lstm``, ``layernorm_lstm``,
+  ``layernorm_gru``) and stacks with ``residual`` or ``layer_norm``, which torch has
+  no dynamically quantized kernels for (their layers run one at a time from fp32
+  weights): a model with them predicts in fp32.
 
 Quantized modules are inference-only and CPU-only; the checkpoint file is never
 touched. A dynamically quantized model cannot be trained or moved to a GPU.
@@ -63,6 +67,7 @@ def quantize(model: nn.Module, mode: str = "int8") -> list[str]:
         raise ValueError(f"unknown quantization {mode!r}: expected one of {', '.join(CHOICES)}")
     for tensor in [*model.parameters(), *model.buffers()]:
         check_cpu(tensor.device)
+    check_quantizable(model)
     engine = torch.backends.quantized.engine
     if engine == "none" or engine not in torch.backends.quantized.supported_engines:
         raise ValueError(
@@ -92,9 +97,31 @@ def quantize(model: nn.Module, mode: str = "int8") -> list[str]:
     return quantized
 
 
+def check_quantizable(model: nn.Module) -> None:
+    """Refuse, in one line, a model whose recurrent layers int8 has no kernels for."""
+    from seqnlp.nn.encoder import RNNEncoder
+
+    for name, module in model.named_modules():
+        if not isinstance(module, RNNEncoder):
+            continue
+        if module.cells is not None:
+            raise ValueError(
+                f"int8 quantization has no kernels for the {module.cell} cell ({name}): "
+                f"predict in fp32 (drop --quantize), or train with cell lstm, gru or rnn"
+            )
+        if module.residual or module.norms is not None:
+            raise ValueError(
+                f"int8 quantization runs a quantized {module.cell} in one piece, with nothing "
+                f"between its layers; {name} has residual connections or layer norm there: "
+                f"predict in fp32 (drop --quantize)"
+            )
+
+
 def is_quantized(module: nn.Module) -> bool:
     """Whether ``module`` is one of torch's dynamically quantized modules."""
     return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
 
 
-__all__ = ["CHOICES", "DYNAMIC_TYPES", "check_cpu", "is_quantized", "quantize"]
+__all__ = [
+    "CHOICES", "DYNAMIC_TYPES", "check_cpu", "check_quantizable", "is_quantized", "quantize",
+]  # fmt: skip

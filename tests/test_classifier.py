@@ -37,7 +37,7 @@ def _batch(codec: ClassificationCodec, texts: list[str], labels: list[int] | Non
 
 
 def test_orthogonal_init_makes_recurrent_gates_orthogonal():
-    model = Classifier(_codec(), embedding_dim=4, cell="lstm", hidden_size=6, orthogonal_init=True)
+    model = Classifier(_codec(), embedding_dim=4, cell="lstm", hidden_size=6, init="orthogonal")
     rnn = model.network.encoder.rnn
     for gate in rnn.weight_hh_l0.detach().split(6):
         torch.testing.assert_close(gate @ gate.T, torch.eye(6), atol=1e-5, rtol=0)

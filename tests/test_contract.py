@@ -137,7 +137,7 @@ NETWORKS = [
     _classifier("classifier-gru-bi-attention", cell="gru", bidirectional=True,
                 pooling="attention", learn_initial_state=True, mlp_hidden=[7]),
     _classifier("classifier-rnn-bi-max", cell="rnn", bidirectional=True, pooling="max",
-                orthogonal_init=True),
+                init="orthogonal"),
     _classifier("classifier-gru-2layers-mean", cell="gru", num_layers=2, pooling="mean"),
     _translator("translator-gru-additive", hidden_size=8),
     _translator("translator-lstm-dot-2layers", hidden_size=6, decoder_hidden_size=12,

@@ -18,7 +18,13 @@ import torch
 from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from seqnlp.checkpoints import CKPT_KEY, hyper_parameters, read_checkpoint, system_class
+from seqnlp.checkpoints import (
+    CKPT_KEY,
+    hyper_parameters,
+    read_checkpoint,
+    system_class,
+    upgrade_hparams,
+)  # fmt: skip
 from seqnlp.data.base import SeqDataModule
 from seqnlp.outputs import atomic_output
 from seqnlp.tasks.base import System
@@ -114,7 +120,8 @@ class SeqnlpCLI(LightningCLI):
                     f"{ckpt_path}: checkpoint of a {meta['task']} model given to a "
                     f"{wanted.task} model ({wanted_path} in the recipe)"
                 )
-        model = {"class_path": meta["class_path"], "init_args": hyper_parameters(ckpt)}
+        hparams = upgrade_hparams(hyper_parameters(ckpt))
+        model = {"class_path": meta["class_path"], "init_args": hparams}
         exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
         try:
             self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)

@@ -69,6 +69,7 @@ def write_graphs(system: Any, folder: str | Path, quantize: str | None = None) -
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8, got {quantize!r}")
+    check_exportable(system.network)
     _need_onnx()
     if system.task == "translation":
         from seqnlp.export.onnx_translator import write_translator_graphs
@@ -102,6 +103,28 @@ def write_graphs(system: Any, folder: str | Path, quantize: str | None = None) -
         info.update(chars=graphs.get("chars"), head="crf" if network.crf is not None else "softmax",
                     crf=_crf_parameters(network))  # fmt: skip
     return info
+
+
+def check_exportable(network: nn.Module) -> None:
+    """Refuse, in one line, recurrent layers that have no ONNX node: each layer is
+    exported as one ONNX ``RNN`` / ``GRU`` / ``LSTM`` node, which runs torch's cells
+    alone, with nothing between layers."""
+    from seqnlp.nn.encoder import RNNEncoder
+
+    for name, module in network.named_modules():
+        if not isinstance(module, RNNEncoder):
+            continue
+        if module.cells is not None:
+            raise ValueError(
+                f"ONNX has no node for the {module.cell} cell ({name}): export without "
+                f"--format onnx (the folder predicts with torch)"
+            )
+        if module.residual or module.norms is not None or name.endswith("decoder.rnn"):
+            raise ValueError(
+                f"the ONNX graphs run each recurrent stack as plain ONNX nodes; {name} has "
+                f"residual connections, layer norm or options of its own: export without "
+                f"--format onnx (the folder predicts with torch)"
+            )
 
 
 def quantize_graph(graph: Path, int8: Path) -> None:

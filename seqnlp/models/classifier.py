@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqnlp.nn.dropout import DropoutMode, SequenceDropout
 from seqnlp.nn.embeddings import WordDropout
-from seqnlp.nn.encoder import Cell, RNNEncoder, lengths_mask
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder, lengths_mask
 from seqnlp.nn.pooling import PoolingMethod, SequencePooling
 
 
@@ -16,10 +17,9 @@ class ClassifierNetwork(nn.Module):
     Args:
         num_tokens, num_classes: vocabulary and label-set sizes.
         embedding_dim: token embedding size.
-        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
         hidden_size, num_layers, bidirectional: the encoder's shape.
         dropout: between stacked recurrent layers.
-        embedding_dropout: on the token embeddings.
+        embedding_dropout: on the token embeddings (locked with ``dropout_mode: locked``).
         word_dropout: probability of replacing a token by ``unk_id`` in training.
         pooling: ``last`` (the final states of both directions), ``mean``, ``max`` or
             ``attention``.
@@ -27,10 +27,11 @@ class ClassifierNetwork(nn.Module):
         mlp_hidden: sizes of the head's hidden layers (ReLU, dropout); empty for a
             single linear layer.
         head_dropout: dropout before each head layer.
-        orthogonal_init: orthogonal recurrent weights, zero biases.
-        learn_initial_state: a learned initial hidden state instead of zeros.
         freeze_embeddings: keep the embeddings fixed.
         pad_id, unk_id: the tokenizer's padding and unknown ids.
+        cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
     """
 
     def __init__(
@@ -49,7 +50,12 @@ class ClassifierNetwork(nn.Module):
         attention_size: int = 128,
         mlp_hidden: list[int] | None = None,
         head_dropout: float = 0.5,
-        orthogonal_init: bool = False,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
         learn_initial_state: bool = False,
         freeze_embeddings: bool = False,
         pad_id: int = 0,
@@ -65,10 +71,11 @@ class ClassifierNetwork(nn.Module):
             self.embedding.weight[pad_id].zero_()
         self.embedding.weight.requires_grad_(not freeze_embeddings)
         self.word_dropout = WordDropout(word_dropout, unk_id)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.embedding_dropout = SequenceDropout(embedding_dropout, dropout_mode)
         self.encoder = RNNEncoder(
             embedding_dim, hidden_size, num_layers, cell, bidirectional, dropout,
-            learn_initial_state=learn_initial_state, orthogonal_init=orthogonal_init,
+            learn_initial_state, init, residual=residual, layer_norm=layer_norm,
+            dropout_mode=dropout_mode, weight_drop=weight_drop, forget_bias=forget_bias,
         )  # fmt: skip
         self.pooling = (
             None

@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 from seqnlp.nn.crf import LinearChainCRF
+from seqnlp.nn.dropout import DropoutMode, SequenceDropout
 from seqnlp.nn.embeddings import CharCNN, CharLSTM, WordDropout
-from seqnlp.nn.encoder import RNNEncoder, lengths_mask
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder, lengths_mask
 
 
 class TaggerNetwork(nn.Module):
-    """Word embeddings + character features -> stacked BiLSTM -> emissions -> CRF.
+    """Word embeddings + character features -> stacked BiLSTM (or another cell) ->
+    emissions -> CRF.
 
     ``forward`` gives the tag scores (emissions); the CRF (or softmax) head's loss,
     decoding and posteriors are methods on them. No vocabularies inside: the sizes
@@ -22,17 +24,22 @@ class TaggerNetwork(nn.Module):
     Args:
         num_words, num_chars, num_tags: vocabulary sizes.
         word_dim: word embedding size.
-        char_encoder: ``lstm`` (bidirectional), ``cnn`` or ``none``.
+        char_encoder: ``lstm`` (a bidirectional ``nn.LSTM``), ``recurrent`` (bidirectional,
+            with ``cell`` and the recurrent options below), ``cnn`` or ``none``.
         char_dim: character embedding size.
         char_hidden: per-direction LSTM size, or CNN filter count.
         char_kernel_size: CNN kernel width.
-        hidden_size: per-direction size of the word-level LSTM.
-        num_layers: stacked word-level LSTM layers.
-        dropout: dropout on the token features and on the LSTM outputs.
+        hidden_size: per-direction size of the word-level encoder.
+        num_layers: stacked word-level layers.
+        dropout: dropout on the token features, between layers and on the encoder's
+            outputs.
         word_dropout: probability of replacing a word by ``unk_id`` in training.
         head: ``crf`` (Viterbi decoding) or ``softmax`` (independent argmax).
         freeze_embeddings: keep the word embeddings fixed.
         pad_id, unk_id: the word vocabulary's padding and unknown ids.
+        cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
     """
 
     def __init__(
@@ -41,7 +48,7 @@ class TaggerNetwork(nn.Module):
         num_chars: int,
         num_tags: int,
         word_dim: int = 100,
-        char_encoder: Literal["lstm", "cnn", "none"] = "lstm",
+        char_encoder: Literal["lstm", "recurrent", "cnn", "none"] = "lstm",
         char_dim: int = 25,
         char_hidden: int = 25,
         char_kernel_size: int = 3,
@@ -53,21 +60,38 @@ class TaggerNetwork(nn.Module):
         freeze_embeddings: bool = False,
         pad_id: int = 0,
         unk_id: int = 1,
+        cell: Cell = "lstm",
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
+        learn_initial_state: bool = False,
     ) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(num_words, word_dim, padding_idx=pad_id)
         self.word_embedding.weight.requires_grad_(not freeze_embeddings)
         self.char_features: CharLSTM | CharCNN | None
+        options = {
+            "init": init, "forget_bias": forget_bias, "weight_drop": weight_drop,
+            "learn_initial_state": learn_initial_state,
+        }  # fmt: skip
         if char_encoder == "lstm":
             self.char_features = CharLSTM(num_chars, char_dim, char_hidden)
+        elif char_encoder == "recurrent":
+            self.char_features = CharLSTM(num_chars, char_dim, char_hidden, cell, **options)
         elif char_encoder == "cnn":
             self.char_features = CharCNN(num_chars, char_dim, char_hidden, char_kernel_size)
         else:
             self.char_features = None
         features = word_dim + (self.char_features.output_size if self.char_features else 0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SequenceDropout(dropout, dropout_mode)
         self.word_dropout = WordDropout(word_dropout, unk_id)
-        self.encoder = RNNEncoder(features, hidden_size, num_layers, "lstm", True, dropout)
+        self.encoder = RNNEncoder(
+            features, hidden_size, num_layers, cell, True, dropout, residual=residual,
+            layer_norm=layer_norm, dropout_mode=dropout_mode, **options,
+        )  # fmt: skip
         self.emission = nn.Linear(self.encoder.output_size, num_tags)
         self.crf = LinearChainCRF(num_tags) if head == "crf" else None
 

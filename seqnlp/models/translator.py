@@ -3,14 +3,15 @@ a bridge and an attention decoder with a step API that every search drives."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from seqnlp.nn.attention import Scoring
 from seqnlp.nn.decoder import AttentionDecoder
-from seqnlp.nn.encoder import RNNEncoder, lengths_mask
+from seqnlp.nn.dropout import DropoutMode, SequenceDropout
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder, lengths_mask
 from seqnlp.nn.search import Hypothesis, beam_search, forced_decode, greedy_search
 
 #: The decoder state that searches carry: ``hidden`` (layers, rows, hidden) (a pair for
@@ -35,11 +36,16 @@ class TranslatorNetwork(nn.Module):
         decoder_hidden_size: decoder size when it differs; ``dot`` attention needs
             it equal to the encoder's output size, ``2 * hidden_size``.
         encoder_layers, decoder_layers: stacked layers.
-        cell: ``gru`` or ``lstm`` (encoder and decoder).
+        cell: the encoder's and decoder's cell (``seqnlp.nn.cells.CELLS``).
         attention: ``additive`` (Bahdanau), ``dot`` or ``general`` (Luong).
         dropout: on embeddings, between layers and before the output layers.
         tie_embeddings: the output layer shares the target embedding matrix.
         src_pad_id, tgt_pad_id: padding ids.
+        residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options");
+            ``learn_initial_state`` applies to the encoder (the decoder starts from
+            the bridge).
     """
 
     def __init__(
@@ -51,17 +57,31 @@ class TranslatorNetwork(nn.Module):
         decoder_hidden_size: int | None = None,
         encoder_layers: int = 1,
         decoder_layers: int = 1,
-        cell: Literal["gru", "lstm"] = "gru",
+        cell: Cell = "gru",
         attention: Scoring = "additive",
         dropout: float = 0.2,
         tie_embeddings: bool = False,
         src_pad_id: int = 0,
         tgt_pad_id: int = 0,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
+        learn_initial_state: bool = False,
     ) -> None:
         super().__init__()
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=src_pad_id)
-        self.dropout = nn.Dropout(dropout)
-        self.encoder = RNNEncoder(embedding_dim, hidden_size, encoder_layers, cell, True, dropout)
+        self.dropout = SequenceDropout(dropout, dropout_mode)
+        options = {
+            "residual": residual, "layer_norm": layer_norm, "dropout_mode": dropout_mode,
+            "weight_drop": weight_drop, "init": init, "forget_bias": forget_bias,
+        }  # fmt: skip
+        self.encoder = RNNEncoder(
+            embedding_dim, hidden_size, encoder_layers, cell, True, dropout, learn_initial_state,
+            **options,
+        )  # fmt: skip
         decoder_size = decoder_hidden_size or hidden_size
         if attention == "dot" and decoder_size != self.encoder.output_size:
             raise ValueError(
@@ -73,7 +93,7 @@ class TranslatorNetwork(nn.Module):
             tgt_vocab_size, embedding_dim, decoder_size, self.encoder.output_size,
             bridge_size=self.encoder.output_size, num_layers=decoder_layers, cell=cell,
             attention=attention, dropout=dropout, tie_embeddings=tie_embeddings,
-            pad_id=tgt_pad_id,
+            pad_id=tgt_pad_id, **options,
         )  # fmt: skip
 
     def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from seqnlp.nn.attention import Attention, Scoring
-from seqnlp.nn.encoder import State
+from seqnlp.nn.cells import LSTM_LIKE
+from seqnlp.nn.dropout import DropoutMode, SequenceDropout
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder, State
 
 
 class AttentionDecoder(nn.Module):
@@ -19,13 +21,22 @@ class AttentionDecoder(nn.Module):
     start at zero). With ``tie_embeddings`` the output layer shares the target
     embedding matrix (``W_pre`` then maps to the embedding size).
 
+    The recurrent layers are a ``torch.nn`` GRU / LSTM / RNN stepped once per token;
+    with a custom cell or the stack options (``residual``, ``layer_norm``,
+    ``weight_drop``, locked dropout) a unidirectional ``RNNEncoder`` stepped the same
+    way (weight drop then draws a matrix per step, and locked dropout between layers
+    a mask per step: at one step at a time there is no sequence to lock it over).
+
     Args:
         vocab_size, embedding_dim, pad_id: target vocabulary and embedding.
-        hidden_size, num_layers, cell: the recurrent layer(s), ``gru`` or ``lstm``.
+        hidden_size, num_layers, cell: the recurrent layer(s): any cell of
+            ``seqnlp.nn.cells.CELLS``.
         encoder_size: size of each encoder state (the attention's keys and values).
         bridge_size: size of the encoder summary fed to the bridge.
         attention: ``additive``, ``dot`` or ``general``.
         dropout: on embeddings, between layers and before the output layers.
+        residual, layer_norm, dropout_mode, weight_drop, init, forget_bias: the
+            recurrent options of ``RNNEncoder``.
     """
 
     def __init__(
@@ -36,22 +47,31 @@ class AttentionDecoder(nn.Module):
         encoder_size: int,
         bridge_size: int,
         num_layers: int = 1,
-        cell: str = "gru",
+        cell: Cell = "gru",
         attention: Scoring = "additive",
         dropout: float = 0.0,
         tie_embeddings: bool = False,
         pad_id: int = 0,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"decoder cell must be gru or lstm, got {cell!r}")
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        rnn = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn(embedding_dim + encoder_size, hidden_size, num_layers, batch_first=True,
-                       dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
+        self.rnn: nn.RNNBase | RNNEncoder = RNNEncoder(
+            embedding_dim + encoder_size, hidden_size, num_layers, cell, False, dropout,
+            False, init, residual=residual, layer_norm=layer_norm,
+            dropout_mode=dropout_mode, weight_drop=weight_drop, forget_bias=forget_bias,
+        )  # fmt: skip
+        if self.rnn.rnn is not None and not self.rnn.layered() and dropout_mode == "standard":
+            # torch's own module, stepped directly (and exported to ONNX as one node)
+            self.rnn = self.rnn.rnn
         self.attention = Attention(hidden_size, encoder_size, attention)
         self.bridge = nn.Linear(bridge_size, hidden_size)
         pre_size = embedding_dim if tie_embeddings else hidden_size
@@ -59,13 +79,13 @@ class AttentionDecoder(nn.Module):
         self.output = nn.Linear(pre_size, vocab_size, bias=False)
         if tie_embeddings:
             self.output.weight = self.embedding.weight
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SequenceDropout(dropout, dropout_mode)
 
     def initial_state(self, summary: torch.Tensor) -> State:
         """(batch, bridge_size) encoder summary -> (layers, batch, hidden) state."""
         h = torch.tanh(self.bridge(summary))  # (batch, hidden)
         h = h.unsqueeze(0).expand(self.num_layers, -1, -1).contiguous()  # (layers, batch, hidden)
-        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+        return (h, torch.zeros_like(h)) if self.cell in LSTM_LIKE else h
 
     def top(self, state: State) -> torch.Tensor:
         """The last layer's hidden state (batch, hidden): the attention query."""
@@ -105,7 +125,11 @@ class AttentionDecoder(nn.Module):
         encoder_size), the new state and the attention weights (batch, src).
         """
         context, weights = self.attention(self.top(state), keys, src_mask, projected_keys)
-        out, state = self.rnn(torch.cat([embedded, context], dim=-1).unsqueeze(1), state)
+        x = torch.cat([embedded, context], dim=-1)  # (batch, embedding_dim + encoder_size)
+        if isinstance(self.rnn, RNNEncoder):
+            out, state = self.rnn.step(x, state)
+            return out, context, state, weights
+        out, state = self.rnn(x.unsqueeze(1), state)
         return out.squeeze(1), context, state, weights
 
     def predict(

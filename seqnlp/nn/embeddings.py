@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder
 
 
 class WordDropout(nn.Module):
@@ -54,16 +54,25 @@ class CharCNN(nn.Module):
 
 
 class CharLSTM(nn.Module):
-    """Bidirectional character LSTM; a word is its final forward and backward states (Lample 2016).
+    """Bidirectional character LSTM (or another ``cell``); a word is its final forward
+    and backward states (Lample 2016).
 
     (batch, time, chars) ids -> (batch, time, 2 * hidden). Only real words are run, by
-    the shared recurrent encoder (which chooses how the recurrence runs).
+    the shared recurrent encoder (which chooses how the recurrence runs), with its
+    options ``init``, ``forget_bias``, ``weight_drop`` and ``learn_initial_state``.
     """
 
-    def __init__(self, num_chars: int, char_dim: int = 25, hidden: int = 25):
+    def __init__(
+        self, num_chars: int, char_dim: int = 25, hidden: int = 25, cell: Cell = "lstm",
+        init: Init = "default", forget_bias: float | None = None, weight_drop: float = 0.0,
+        learn_initial_state: bool = False,
+    ):  # fmt: skip
         super().__init__()
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
-        self.encoder = RNNEncoder(char_dim, hidden, cell="lstm", bidirectional=True)
+        self.encoder = RNNEncoder(
+            char_dim, hidden, cell=cell, bidirectional=True, init=init, forget_bias=forget_bias,
+            weight_drop=weight_drop, learn_initial_state=learn_initial_state,
+        )  # fmt: skip
         self.output_size = 2 * hidden
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:

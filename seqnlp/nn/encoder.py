@@ -1,4 +1,6 @@
-"""The recurrent encoder shared by every task: RNN, LSTM or GRU over padded batches."""
+"""The recurrent encoder shared by every task: any cell of ``seqnlp.nn.cells`` over
+padded batches, with the stack's options (residual connections, layer norm, locked
+dropout, weight drop, initial states, initialisation)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,22 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqnlp.nn import folded_rnn
+from seqnlp.nn.cells import CELLS, CUSTOM_CELLS, GATES, LSTM_LIKE, CustomCell
+from seqnlp.nn.dropout import DROPOUT_MODES, DropoutMode
+from seqnlp.nn.layered_rnn import Stack, run_layered
 from seqnlp.nn.padded_rnn import run_padded
 
-Cell = Literal["rnn", "lstm", "gru"]
-Recurrence = Literal["folded", "padded", "packed"]
-_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+Cell = Literal[
+    "rnn", "rnn_relu", "gru", "lstm", "peephole_lstm", "cifg_lstm", "layernorm_lstm",
+    "layernorm_gru",
+]  # fmt: skip
+Init = Literal["default", "orthogonal", "xavier"]
+INITS = ("default", "orthogonal", "xavier")
+Recurrence = Literal["folded", "padded", "packed", "layered"]
+_TORCH: dict[str, tuple[type[nn.RNNBase], dict[str, str]]] = {
+    "rnn": (nn.RNN, {"nonlinearity": "tanh"}), "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
+    "lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}),
+}  # fmt: skip
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -24,22 +37,52 @@ def lengths_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:
     return torch.arange(time, device=lengths.device) < lengths.unsqueeze(1)
 
 
+def check_recurrent_options(
+    cell: str, init: str, dropout_mode: str, weight_drop: float, forget_bias: float | None
+) -> None:
+    """Refuse recurrent options that no encoder takes, in one line each."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}: expected one of {', '.join(CELLS)}")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}: expected one of {', '.join(INITS)}")
+    if dropout_mode not in DROPOUT_MODES:
+        raise ValueError(f"unknown dropout_mode {dropout_mode!r}: expected standard or locked")
+    if not 0.0 <= weight_drop < 1.0:
+        raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+    if forget_bias is not None and cell not in LSTM_LIKE:
+        raise ValueError(
+            f"forget_bias sets an LSTM's forget-gate bias; cell {cell} has no forget gate "
+            f"(cells with one: {', '.join(LSTM_LIKE)})"
+        )
+
+
 class RNNEncoder(nn.Module):
     """Stacked, optionally bidirectional recurrent encoder over padded batches.
 
     Padding never enters the recurrence. ``recurrence`` chooses how it runs (padded
-    on CPU, packed on GPU and for int8 models, and in CPU inference over token ids
-    from a table of first-layer input projections); all give the same results.
+    on CPU, packed on GPU and for int8 models, in CPU inference over token ids from a
+    table of first-layer input projections, and layer by layer where the stack's
+    options or a custom cell need it); all give the same results.
 
     Args:
         input_size: features per time step.
         hidden_size: units per direction.
         num_layers: stacked layers; ``dropout`` is applied between them.
-        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
+        cell: one of ``seqnlp.nn.cells.CELLS``: ``rnn`` (tanh), ``rnn_relu``, ``gru``,
+            ``lstm`` (torch's fused kernels), ``peephole_lstm``, ``cifg_lstm``,
+            ``layernorm_lstm``, ``layernorm_gru`` (``seqnlp.nn.cells``).
         bidirectional: run a backward layer too; outputs concatenate both.
+        dropout: between stacked layers.
         learn_initial_state: start from a learned state instead of zeros.
-        orthogonal_init: initialise the recurrent (hidden-to-hidden) matrices
-            orthogonally, gate by gate (Saxe et al. 2014), and biases at zero.
+        init: ``default`` (torch's uniform), ``orthogonal`` (recurrent matrices
+            orthogonal gate by gate, Saxe et al. 2014) or ``xavier`` (input and
+            recurrent matrices Glorot-uniform gate by gate); both zero the biases.
+        residual: add each layer's input to its output, from the second layer on.
+        layer_norm: layer-normalise each layer's output before the next layer.
+        dropout_mode: ``standard`` or ``locked`` (one mask per sequence between layers
+            and, in custom cells, on the recurrent state).
+        weight_drop: DropConnect probability on the recurrent matrices in training.
+        forget_bias: the forget gate's initial bias (LSTM-like cells); None: as ``init``.
     """
 
     def __init__(
@@ -51,34 +94,104 @@ class RNNEncoder(nn.Module):
         bidirectional: bool = True,
         dropout: float = 0.0,
         learn_initial_state: bool = False,
-        orthogonal_init: bool = False,
+        init: Init = "default",
+        *,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
+        check_recurrent_options(cell, init, dropout_mode, weight_drop, forget_bias)
         self.cell = cell
-        self.rnn = _CELLS[cell](
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
-        self.output_size = hidden_size * (2 if bidirectional else 1)
-        states = num_layers * (2 if bidirectional else 1)
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.dropout_mode = dropout_mode
+        self.weight_drop = weight_drop
+        self.residual = residual
+        self.rnn: nn.RNNBase | None = None
+        self.cells: nn.ModuleList | None = None
+        if cell in CUSTOM_CELLS:
+            self.cells = nn.ModuleList(
+                CustomCell(cell, input_size if layer == 0 else hidden_size * self.directions,
+                           hidden_size)
+                for layer in range(num_layers) for _ in range(self.directions)
+            )  # fmt: skip
+        else:
+            kind, extra = _TORCH[cell]
+            self.rnn = kind(
+                input_size,
+                hidden_size,
+                num_layers=num_layers,
+                batch_first=True,
+                bidirectional=bidirectional,
+                dropout=dropout if num_layers > 1 else 0.0,
+                **extra,
+            )
+        self.output_size = hidden_size * self.directions
+        self.norms: nn.ModuleList | None = None
+        if layer_norm and num_layers > 1:
+            norms = [nn.LayerNorm(self.output_size) for _ in range(num_layers - 1)]
+            self.norms = nn.ModuleList(norms)
+        states = num_layers * self.directions
         self.initial_h: nn.Parameter | None = None
         self.initial_c: nn.Parameter | None = None
         if learn_initial_state:
             self.initial_h = nn.Parameter(torch.zeros(states, 1, hidden_size))
-            if cell == "lstm":
+            if cell in LSTM_LIKE:
                 self.initial_c = nn.Parameter(torch.zeros(states, 1, hidden_size))
-        if orthogonal_init:
-            for name, weight in self.rnn.named_parameters():
-                if name.startswith("weight_hh"):
-                    for gate in weight.data.split(hidden_size, dim=0):  # (hidden, hidden) each
-                        nn.init.orthogonal_(gate)
-                elif name.startswith("bias"):
-                    nn.init.zeros_(weight.data)
+        self._initialise(init, forget_bias)
         self._table = _TableCache()
+
+    @property
+    def lstm_like(self) -> bool:
+        """Whether the state is a pair (hidden, cell)."""
+        return self.cell in LSTM_LIKE
+
+    def _recurrent_matrices(self) -> list[tuple[str, torch.Tensor, int]]:
+        """(name, matrix, gates) of every input and recurrent weight matrix."""
+        if self.rnn is not None:
+            gates = {"LSTM": 4, "GRU": 3}.get(self.rnn.mode, 1)
+            return [(n, w, gates) for n, w in self.rnn.named_parameters() if n.startswith("weight")]
+        assert self.cells is not None
+        return [
+            (f"{i}.{n}", w, len(GATES[self.cell]))
+            for i, c in enumerate(self.cells)
+            for n, w in c.named_parameters()
+            if n in ("weight_ih", "weight_hh")
+        ]
+
+    @torch.no_grad()
+    def _initialise(self, init: str, forget_bias: float | None) -> None:
+        if init != "default":
+            for name, weight, _ in self._recurrent_matrices():
+                recurrent = "weight_hh" in name
+                if init == "orthogonal" and not recurrent:
+                    continue
+                for gate in weight.split(self.hidden_size, dim=0):  # (hidden, in) each
+                    (nn.init.orthogonal_ if init == "orthogonal" else nn.init.xavier_uniform_)(gate)
+            for name, bias in self.named_parameters():
+                if name.split(".")[-1].startswith("bias"):
+                    bias.zero_()
+        if forget_bias is None:
+            return
+        n = self.hidden_size
+        if self.rnn is not None:  # torch's LSTM: i, f, g, o; the two biases add
+            for name, bias in self.rnn.named_parameters():
+                if name.startswith("bias"):
+                    bias[n : 2 * n] = forget_bias if name.startswith("bias_ih") else 0.0
+            return
+        assert self.cells is not None
+        for cell in self.cells:
+            assert isinstance(cell, CustomCell)
+            rows = cell.gate_rows("forget")
+            cell.bias_ih[rows] = forget_bias
+            if cell.bias_hh is not None:
+                cell.bias_hh[rows] = 0.0
 
     def learned_initial(self, batch: int) -> State | None:
         """The learned initial state expanded to ``batch`` (None when not learned)."""
@@ -88,6 +201,22 @@ class RNNEncoder(nn.Module):
         if self.initial_c is not None:
             return h, self.initial_c.expand(-1, batch, -1).contiguous()
         return h
+
+    def zero_state(self, batch: int, like: torch.Tensor) -> State:
+        """Zeros (layers * directions, batch, hidden) (a pair for LSTM-like cells)."""
+        h = like.new_zeros(self.num_layers * self.directions, batch, self.hidden_size)
+        return (h, torch.zeros_like(h)) if self.lstm_like else h
+
+    def layered(self) -> bool:
+        """Whether this encoder must run layer by layer (``run_layered``) now: a custom
+        cell, residual connections or layer norm, or, in training, locked dropout
+        between layers or weight drop."""
+        if self.cells is not None or self.residual or self.norms is not None:
+            return True
+        if not self.training:
+            return False
+        locked_between = self.dropout_mode == "locked" and self.dropout > 0 and self.num_layers > 1
+        return locked_between or self.weight_drop > 0
 
     def recurrence(
         self, inputs: torch.Tensor, embedding: nn.Embedding | None = None
@@ -105,8 +234,13 @@ class RNNEncoder(nn.Module):
           and direction at a time (``run_padded``: oneDNN's fused LSTM, one input matmul
           for all steps);
         - ``packed``: on a GPU (cuDNN runs packed batches well) and for int8 dynamically
-          quantized RNNs, which have kernels of their own.
+          quantized RNNs, which have kernels of their own;
+        - ``layered``: ``run_layered``, one layer and direction at a time with what goes
+          between layers, wherever ``layered()`` says so (custom cells, residual, layer
+          norm; locked dropout between layers or weight drop in training).
         """
+        if self.layered():
+            return "layered"
         if inputs.device.type != "cpu" or not isinstance(self.rnn, nn.RNNBase):
             return "packed"
         if (
@@ -132,7 +266,8 @@ class RNNEncoder(nn.Module):
             inputs: (batch, time, input_size).
             lengths: (batch,) real lengths, each >= 1.
             initial: optional initial state, (layers * directions, batch, hidden)
-                (a pair of those for LSTM); default the learned state, or zeros.
+                (a pair of those for LSTM-like cells); default the learned state, or
+                zeros.
 
         Returns:
             outputs: (batch, time, output_size), zeros at padded positions.
@@ -142,12 +277,90 @@ class RNNEncoder(nn.Module):
         """
         if initial is None:
             initial = self.learned_initial(inputs.size(0))
-        if self.recurrence(inputs) == "padded":
+        way = self.recurrence(inputs)
+        if way == "layered":
+            outputs, h, _ = self._run_layered(inputs, lengths, initial)
+            return outputs, h
+        if way == "padded":
+            assert self.rnn is not None
             return run_padded(self.rnn, inputs, lengths, initial)
+        assert self.rnn is not None
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
         return outputs, final[0] if isinstance(final, tuple) else final
+
+    def _run_layered(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if initial is None:
+            initial = self.zero_state(inputs.size(0), inputs)
+        h0, c0 = initial if isinstance(initial, tuple) else (initial, None)
+        stack = Stack(
+            rnn=self.rnn, cells=self.cells, num_layers=self.num_layers,
+            directions=self.directions, hidden_size=self.hidden_size,
+            lstm_like=self.lstm_like, dropout=self.dropout,
+            locked=self.dropout_mode == "locked", weight_drop=self.weight_drop,
+            residual=self.residual, norms=self.norms, training=self.training,
+        )  # fmt: skip
+        return run_layered(stack, inputs, lengths, h0, c0)
+
+    def run(
+        self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
+        initial: State | None = None,
+    ) -> tuple[torch.Tensor, State]:  # fmt: skip
+        """Encode, returning the whole final state to carry on from: for a language
+        model's truncated back-propagation through time, and for streaming.
+
+        Args:
+            inputs: (batch, time, input_size).
+            lengths: (batch,) real lengths (default: every row is ``time`` long).
+            initial: as ``forward``.
+
+        Returns:
+            outputs (batch, time, output_size), and the state after each row's last
+            real step in ``initial``'s layout: (layers * directions, batch, hidden), a
+            pair (hidden, cell) for LSTM-like cells.
+        """
+        batch, time = inputs.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), time, dtype=torch.long, device=inputs.device)
+        if initial is None:
+            initial = self.learned_initial(batch)
+        full = bool((lengths == time).all())
+        if self.recurrence(inputs) == "layered" or (self.lstm_like and full):
+            outputs, h, c = self._run_layered(inputs, lengths, initial)
+            if self.lstm_like and c is None:  # a torch LSTM over a padded batch
+                return self._run_packed_state(inputs, lengths, initial)
+            return outputs, (h, c) if c is not None else h
+        if not self.lstm_like:
+            return self(inputs, lengths, initial)
+        return self._run_packed_state(inputs, lengths, initial)
+
+    def _run_packed_state(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
+    ) -> tuple[torch.Tensor, State]:
+        if self.rnn is None or self.layered():
+            raise ValueError(
+                "the whole final state of a layered LSTM over rows of different lengths is "
+                "not kept: run rows of one length"
+            )
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed, initial)
+        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+        return outputs, final
+
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """One time step of a unidirectional encoder, in constant memory: x (batch,
+        input_size) and the state (None: the initial one) -> the output (batch,
+        hidden) and the new state."""
+        if self.bidirectional:
+            raise ValueError(
+                "a bidirectional encoder reads the whole text before its first output: "
+                "it cannot run one token at a time (train with bidirectional: false)"
+            )
+        outputs, state = self.run(x.unsqueeze(1), None, state)
+        return outputs[:, 0], state
 
     def encode_tokens(
         self,
@@ -199,8 +412,7 @@ class RNNEncoder(nn.Module):
         """The top layer's final states, (batch, output_size), from ``final`` (layers *
         directions, batch, hidden): the forward direction's state at the last real
         token, then the backward direction's at the first."""
-        directions = 2 if self.rnn.bidirectional else 1
-        return torch.cat(list(final[-directions:]), dim=-1)
+        return torch.cat(list(final[-self.directions :]), dim=-1)
 
 
 class _TableCache:

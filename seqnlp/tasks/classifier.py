@@ -9,7 +9,8 @@ from seqnlp.data.classification import ClassificationBatch, ClassificationCodec
 from seqnlp.data.vectors import load_word_vectors
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import ClassifierNetwork
-from seqnlp.nn.encoder import Cell
+from seqnlp.nn.dropout import DropoutMode
+from seqnlp.nn.encoder import Cell, Init
 from seqnlp.nn.pooling import PoolingMethod
 from seqnlp.tasks.base import System
 
@@ -24,7 +25,6 @@ class Classifier(System):
         pretrained_embeddings: word2vec/GloVe text file of ``embedding_dim``
             vectors for the tokens (words or pieces), read when training starts.
         freeze_embeddings: keep the embeddings fixed.
-        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
         hidden_size, num_layers, bidirectional: the encoder's shape.
         dropout: between stacked recurrent layers.
         embedding_dropout: on the token embeddings.
@@ -36,8 +36,9 @@ class Classifier(System):
         head_dropout: dropout before each head layer.
         class_weights: loss weight per class, in the label order of the codec
             (alphabetical), e.g. for imbalanced data.
-        orthogonal_init: orthogonal recurrent weights, zero biases.
-        learn_initial_state: a learned initial hidden state instead of zeros.
+        cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
     """
 
     task = "classification"
@@ -64,7 +65,12 @@ class Classifier(System):
         mlp_hidden: list[int] | None = None,
         head_dropout: float = 0.5,
         class_weights: list[float] | None = None,
-        orthogonal_init: bool = False,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
         learn_initial_state: bool = False,
     ) -> None:
         super().__init__()

@@ -10,6 +10,8 @@ from seqnlp.data.tagging import TaggingBatch, TaggingCodec
 from seqnlp.data.vectors import load_word_vectors
 from seqnlp.metrics import entity_scores
 from seqnlp.models.tagger import TaggerNetwork
+from seqnlp.nn.dropout import DropoutMode
+from seqnlp.nn.encoder import Cell, Init
 from seqnlp.tasks.base import System
 
 
@@ -23,16 +25,21 @@ class Tagger(System):
         pretrained_embeddings: a word2vec/GloVe text file of ``word_dim``-sized
             vectors to initialise the word embeddings (read when training starts).
         freeze_embeddings: keep the word embeddings fixed.
-        char_encoder: ``lstm`` (bidirectional), ``cnn`` or ``none``.
+        char_encoder: ``lstm`` (a bidirectional ``nn.LSTM``), ``recurrent`` (bidirectional,
+            with ``cell`` and the recurrent options), ``cnn`` or ``none``.
         char_dim: character embedding size.
-        char_hidden: per-direction LSTM size, or CNN filter count.
+        char_hidden: per-direction recurrent size, or CNN filter count.
         char_kernel_size: CNN kernel width.
-        hidden_size: per-direction size of the word-level LSTM.
-        num_layers: stacked word-level LSTM layers.
-        dropout: dropout on the token features and on the LSTM outputs.
+        hidden_size: per-direction size of the word-level encoder.
+        num_layers: stacked word-level layers.
+        dropout: dropout on the token features, between layers and on the encoder's
+            outputs.
         word_dropout: probability of replacing a word by ``<unk>`` in training,
             so that the model learns to rely on characters for rare words.
         head: ``crf`` (Viterbi decoding) or ``softmax`` (independent argmax).
+        cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
     """
 
     task = "tagging"
@@ -47,7 +54,7 @@ class Tagger(System):
         word_dim: int = 100,
         pretrained_embeddings: str | None = None,
         freeze_embeddings: bool = False,
-        char_encoder: Literal["lstm", "cnn", "none"] = "lstm",
+        char_encoder: Literal["lstm", "recurrent", "cnn", "none"] = "lstm",
         char_dim: int = 25,
         char_hidden: int = 25,
         char_kernel_size: int = 3,
@@ -56,6 +63,14 @@ class Tagger(System):
         dropout: float = 0.5,
         word_dropout: float = 0.0,
         head: Literal["crf", "softmax"] = "crf",
+        cell: Cell = "lstm",
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
+        learn_initial_state: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +12,8 @@ from seqnlp.data.translation import TranslationBatch, TranslationCodec
 from seqnlp.metrics import translation_scores
 from seqnlp.models.translator import DecoderState, TranslatorNetwork, max_target_lengths
 from seqnlp.nn.attention import Scoring
+from seqnlp.nn.dropout import DropoutMode
+from seqnlp.nn.encoder import Cell, Init
 from seqnlp.nn.search import Hypothesis, forced_decode
 from seqnlp.tasks.base import System
 
@@ -30,7 +32,6 @@ class Translator(System):
         decoder_hidden_size: decoder size when it differs; ``dot`` attention needs
             it equal to the encoder's output size, ``2 * hidden_size``.
         encoder_layers, decoder_layers: stacked layers.
-        cell: ``gru`` or ``lstm`` (encoder and decoder).
         attention: ``additive`` (Bahdanau), ``dot`` or ``general`` (Luong).
         dropout: on embeddings, between layers and before the output layers.
         tie_embeddings: the output layer shares the target embedding matrix.
@@ -43,6 +44,9 @@ class Translator(System):
             offset`` target pieces are generated.
         eval_beam_size: beam size for validation and test (1: greedy).
         length_penalty: GNMT length-penalty alpha for beam search.
+        cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
+            learn_initial_state: the recurrent options every task shares
+            (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
     """
 
     task = "translation"
@@ -58,7 +62,7 @@ class Translator(System):
         decoder_hidden_size: int | None = None,
         encoder_layers: int = 1,
         decoder_layers: int = 1,
-        cell: Literal["gru", "lstm"] = "gru",
+        cell: Cell = "gru",
         attention: Scoring = "additive",
         dropout: float = 0.2,
         tie_embeddings: bool = False,
@@ -70,6 +74,13 @@ class Translator(System):
         max_length_offset: int = 10,
         eval_beam_size: int = 1,
         length_penalty: float = 0.0,
+        residual: bool = False,
+        layer_norm: bool = False,
+        dropout_mode: DropoutMode = "standard",
+        weight_drop: float = 0.0,
+        init: Init = "default",
+        forget_bias: float | None = None,
+        learn_initial_state: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])
