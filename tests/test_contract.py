@@ -144,6 +144,22 @@ NETWORKS = [
                 attention="dot", cell="lstm", encoder_layers=2, decoder_layers=2),
     _translator("translator-gru-general-tied", hidden_size=8, attention="general",
                 tie_embeddings=True),
+    # the recurrent variants of issue 18: custom cells and every stack option
+    _tagger("tagger-layernorm-lstm-recurrent-chars-residual", char_encoder="recurrent",
+            cell="layernorm_lstm", num_layers=2, residual=True, layer_norm=True,
+            dropout_mode="locked", weight_drop=0.2, init="orthogonal", forget_bias=1.0,
+            learn_initial_state=True),
+    _classifier("classifier-cifg-attention-locked", cell="cifg_lstm", num_layers=2,
+                pooling="attention", dropout=0.2, dropout_mode="locked", weight_drop=0.3),
+    _classifier("classifier-peephole-bi-max-xavier", cell="peephole_lstm", bidirectional=True,
+                pooling="max", init="xavier", learn_initial_state=True),
+    _classifier("classifier-rnn-relu-4layers-residual-norm", cell="rnn_relu", num_layers=4,
+                residual=True, layer_norm=True, pooling="last"),
+    _translator("translator-layernorm-gru-residual-2layers", hidden_size=6, cell="layernorm_gru",
+                encoder_layers=2, decoder_layers=2, residual=True, layer_norm=True,
+                dropout_mode="locked", weight_drop=0.2),
+    _translator("translator-lstm-weight-drop-forget-bias", hidden_size=6, cell="lstm",
+                weight_drop=0.3, forget_bias=1.0, init="orthogonal"),
 ]
 
 

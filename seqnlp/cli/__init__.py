@@ -22,6 +22,7 @@ COMMANDS = {
     "predict": "inference:run_predict", "evaluate": "inference:run_evaluate",
     "average": "tools:run_average", "attention": "tools:run_attention",
     "export": "tools:run_export", "serve": "serving:run_serve",
+    "gates": "tools:run_gates",
 }  # fmt: skip
 
 USAGE = """usage: seqnlp COMMAND ...
@@ -36,6 +37,7 @@ commands:
   export    --ckpt_path CKPT --output DIR          write a model folder (safetensors, card, ONNX)
   average   CKPT CKPT [...] --output CKPT          average the weights of checkpoints of one run
   attention --ckpt_path CKPT --source TEXT --output PNG   draw a translation's attention
+  gates     --ckpt_path CKPT --text TEXT --output PNG [--json]   draw a model's gates per token
   serve     MODEL [--host H] [--port P]           serve a model as JSON over HTTP
 
 `seqnlp COMMAND --help` lists a command's options; `seqnlp --version` the version."""

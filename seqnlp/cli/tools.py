@@ -41,6 +41,38 @@ def run_attention(argv: Sequence[str]) -> None:
     print(found["translation"])
 
 
+def run_gates(argv: Sequence[str]) -> None:
+    import json
+
+    from seqnlp.gate_inspector import gate_report
+    from seqnlp.outputs import atomic_output
+    from seqnlp.predict import load
+
+    description = ("Draw what a model's recurrent gates do, token by token, on a text: each "
+                   "gate's mean activation and the hidden state's norm, per layer.")  # fmt: skip
+    p = argparse.ArgumentParser(prog="seqnlp gates", description=description)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="a checkpoint written by `seqnlp fit`")
+    source.add_argument("--model", help="an exported model folder")
+    p.add_argument("--text", required=True, help="the text to read")
+    p.add_argument("--output", help="the PNG file to draw")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the numbers as JSON to FILE (no FILE: standard output)")  # fmt: skip
+    args = p.parse_args(argv)
+    if not args.output and not args.json:
+        p.error("give --output PNG, --json, or both")
+    report = gate_report(load(args.ckpt_path or args.model), args.text)
+    if args.output:
+        from seqnlp.plot import plot_gates
+
+        plot_gates(report["tokens"], report["layers"], args.output)
+    if args.json == "-":
+        print(json.dumps(report, ensure_ascii=False))
+    elif args.json:
+        with atomic_output(args.json) as handle:
+            handle.write(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+
+
 def run_export(argv: Sequence[str]) -> None:
     from seqnlp.export.writer import export_model
 

@@ -7,8 +7,12 @@ from torch import nn
 
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
 from seqnlp.nn.embeddings import WordDropout
-from seqnlp.nn.encoder import Cell, Init, RNNEncoder, lengths_mask
+from seqnlp.nn.encoder import Cell, Init, RNNEncoder, State, lengths_mask
 from seqnlp.nn.pooling import PoolingMethod, SequencePooling
+
+#: what ``ClassifierNetwork.stream_step`` carries: the encoder's state and the pooling's
+#: running values.
+StreamState = tuple[State | None, tuple[torch.Tensor, ...] | None]
 
 
 class ClassifierNetwork(nn.Module):
@@ -103,3 +107,19 @@ class ClassifierNetwork(nn.Module):
         if self.pooling is None:  # ``last``: the top layer's final states
             return self.head(self.encoder.top_states(final))  # (batch, classes)
         return self.head(self.pooling(states, mask))  # (batch, classes)
+
+    def stream_step(
+        self, token_ids: torch.Tensor, state: StreamState | None = None
+    ) -> tuple[torch.Tensor, StreamState]:
+        """Class scores (batch, classes) of the text so far after one more token per
+        row, token_ids (batch,), in constant memory: ``forward`` over all the tokens
+        fed, to float rounding. ``state`` is None at the start. A unidirectional
+        encoder only (a bidirectional one raises ``ValueError``)."""
+        encoder_state, running = state if state is not None else (None, None)
+        x = self.embedding(token_ids)  # (batch, embedding_dim)
+        top, encoder_state = self.encoder.step(x, encoder_state)  # (batch, hidden)
+        if self.pooling is None:  # ``last``: the top layer's newest state (before residuals)
+            h = encoder_state[0] if isinstance(encoder_state, tuple) else encoder_state
+            return self.head(self.encoder.top_states(h)), (encoder_state, None)
+        pooled, running = self.pooling.step(top, running)  # (batch, hidden)
+        return self.head(pooled), (encoder_state, running)

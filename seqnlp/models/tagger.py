@@ -111,12 +111,24 @@ class TaggerNetwork(nn.Module):
             lengths: (batch,) real lengths, each >= 1.
             char_rows: (batch, time) the row of ``char_ids`` of each position.
         """
+        x = self.features(word_ids, char_ids, lengths, char_rows)  # (batch, time, features)
+        h, _ = self.encoder(self.dropout(x), lengths)  # (batch, time, 2 * hidden)
+        return self.emission(self.dropout(h))  # (batch, time, tags)
+
+    def features(
+        self,
+        word_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        char_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The encoder's inputs (batch, time, features) before dropout: each word's
+        embedding and character features (arguments as ``forward``)."""
         mask = lengths_mask(lengths, word_ids.size(1))  # (batch, time)
         x = self.word_embedding(self.word_dropout(word_ids, mask))  # (batch, time, word_dim)
         if self.char_features is not None:
             x = torch.cat([x, self.word_char_features(char_ids, char_rows)], dim=-1)
-        h, _ = self.encoder(self.dropout(x), lengths)  # (batch, time, 2 * hidden)
-        return self.emission(self.dropout(h))  # (batch, time, tags)
+        return x
 
     def word_char_features(
         self, char_ids: torch.Tensor, char_rows: torch.Tensor | None = None

@@ -46,3 +46,30 @@ class SequencePooling(nn.Module):
         scores = self.attention(states).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = scores.softmax(dim=-1)  # (batch, time)
         return torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (batch, features)
+
+    def step(
+        self, state: torch.Tensor, running: tuple[torch.Tensor, ...] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The pooling of every state so far, one more state (batch, features) at a
+        time, in constant memory: what ``forward`` gives over the states seen.
+
+        ``running`` (None at the start) holds the sum and count (``mean``), the maximum
+        (``max``), or the largest score, the sum of exp(score - largest) and the
+        weighted sum of states (``attention``: the softmax's online form)."""
+        if self.method == "mean":
+            total, count = (state, 1.0) if running is None else (running[0] + state, running[1] + 1)
+            count_t = torch.as_tensor(count, dtype=state.dtype)
+            return total / count_t, (total, count_t)
+        if self.method == "max":
+            top = state if running is None else torch.maximum(running[0], state)
+            return top, (top,)
+        assert self.attention is not None
+        score = self.attention(state)  # (batch, 1)
+        if running is None:
+            largest, norm, weighted = score, torch.ones_like(score), state
+        else:
+            largest = torch.maximum(running[0], score)
+            old, new = torch.exp(running[0] - largest), torch.exp(score - largest)
+            norm = running[1] * old + new
+            weighted = running[2] * old + new * state
+        return weighted / norm, (largest, norm, weighted)

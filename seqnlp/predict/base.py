@@ -101,6 +101,19 @@ class Predictor:
         """The task's label sets by name (none for translation)."""
         return {}
 
+    def stream(self) -> Any:
+        """A stream that takes one token at a time (``feed``) in constant memory: for
+        unidirectional classifiers and language models run by torch."""
+        reason = {
+            "tagging": "a tagger's encoder is bidirectional: it reads the whole sentence "
+                       "before it labels the first word",
+            "translation": "a translator's encoder is bidirectional: it reads the whole "
+                           "source before the first target word",
+        }.get(self.task, "this runtime has no streaming")  # fmt: skip
+        raise ValueError(
+            f"streaming needs a unidirectional classifier or language model in torch; {reason}"
+        )
+
     def format_record(self, record: Record, fmt: str) -> str:
         """One record as output text (``jsonl`` here; subclasses add formats)."""
         return json.dumps(record, ensure_ascii=False) + "\n"

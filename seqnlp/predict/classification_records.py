@@ -58,15 +58,20 @@ class ClassificationRecords(Predictor):
         if not encoded:
             return records
         probs = self.class_probabilities(list(encoded.values()))  # (batch, classes)
-        labels = self.codec.labels.itos
         for row, i in zip(probs, encoded, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            records[i].update(
-                label=labels[best],
-                probability=round(row[best], 4),
-                probabilities={label: round(p, 4) for label, p in zip(labels, row, strict=True)},
-            )
+            records[i] = self.record(items[i], row)
         return records
+
+    def record(self, text: str, probabilities: Sequence[float]) -> Record:
+        """The record of ``text`` whose class probabilities are ``probabilities``."""
+        labels = self.codec.labels.itos
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return {
+            "text": text, "label": labels[best], "probability": round(probabilities[best], 4),
+            "probabilities": {
+                label: round(p, 4) for label, p in zip(labels, probabilities, strict=True)
+            },
+        }  # fmt: skip
 
     def format_record(self, record: Record, fmt: str) -> str:
         """``tsv``: ``label<TAB>probability<TAB>text`` (empty cells for empty text)."""

@@ -7,6 +7,7 @@ import torch
 from seqnlp.data.classification import ClassificationCodec, collate_classification
 from seqnlp.models.classifier import ClassifierNetwork
 from seqnlp.predict.classification_records import ClassificationRecords
+from seqnlp.predict.streaming import ClassificationStream
 from seqnlp.predict.torch_base import TorchPredictor
 
 
@@ -37,6 +38,11 @@ class ClassificationPredictor(ClassificationRecords, TorchPredictor):
     ) -> None:  # fmt: skip
         super().__init__(network, codec, batch_size, parallel_batches)
         self.pretokenized = pretokenized
+
+    def stream(self) -> ClassificationStream:
+        """A ``ClassificationStream``: one token at a time, in constant memory, with the
+        probabilities of the text so far after each (unidirectional models)."""
+        return ClassificationStream(self)
 
     @torch.inference_mode()
     def class_probabilities(self, token_ids: list[list[int]]) -> list[list[float]]:
