@@ -39,6 +39,22 @@ def timed(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(
+    run: Callable[[], object], reference: Callable[[], object], repeats: int
+) -> tuple[float, float]:
+    """Median milliseconds of ``run`` and of ``reference``, timed in turns after warm-up."""
+    for _ in range(2):
+        run()
+        reference()
+    ours, theirs = [], []
+    for _ in range(repeats):
+        for fn, times in ((run, ours), (reference, theirs)):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(ours), statistics.median(theirs)
+
+
 def compiled_variants(args: argparse.Namespace, x: torch.Tensor) -> dict[str, float]:
     """The peephole cell's loop as written, under TorchScript and torch.compile."""
     cell = CustomCell("peephole_lstm", args.input, args.hidden).eval()
@@ -103,7 +119,6 @@ def main() -> None:
     def train_ref() -> None:
         reference(x_grad)[0].sum().backward()
 
-    ref = {"infer_ms": timed(infer_ref, args.repeats), "train_ms": timed(train_ref, args.repeats)}
     rows = []
     for cell in CELLS:
         encoder = RNNEncoder(args.input, args.hidden, 1, cell, args.bidirectional)
@@ -115,13 +130,17 @@ def main() -> None:
         def train(encoder: RNNEncoder = encoder) -> None:
             encoder.train()(x_grad, lengths)[0].sum().backward()
 
-        row = {"cell": cell, "infer_ms": timed(infer, args.repeats),
-               "train_ms": timed(train, args.repeats)}  # fmt: skip
-        row["infer_vs_lstm"] = row["infer_ms"] / ref["infer_ms"]
-        row["train_vs_lstm"] = row["train_ms"] / ref["train_ms"]
+        # nn.LSTM and the cell in turns, so that a busy machine slows both alike
+        row: dict = {"cell": cell}
+        for kind, run, ref_run in (("infer", infer, infer_ref), ("train", train, train_ref)):
+            ours, ref = interleaved(run, ref_run, args.repeats)
+            row[f"{kind}_ms"], row[f"lstm_{kind}_ms"] = ours, ref
+            row[f"{kind}_vs_lstm"] = ours / ref
         rows.append(row)
         print(f"{cell:15s} infer {row['infer_ms']:7.2f} ms ({row['infer_vs_lstm']:.2f}x nn.LSTM)"
               f"  train {row['train_ms']:7.2f} ms ({row['train_vs_lstm']:.2f}x)", flush=True)
+    ref = {"infer_ms": statistics.median(r["lstm_infer_ms"] for r in rows),
+           "train_ms": statistics.median(r["lstm_train_ms"] for r in rows)}  # fmt: skip
     print(f"{'nn.LSTM':15s} infer {ref['infer_ms']:7.2f} ms  train {ref['train_ms']:7.2f} ms")
     compiled = {} if args.no_compiled else compiled_variants(args, x)
     for name, value in compiled.items():

@@ -308,3 +308,31 @@ def test_int8_quantization_refuses_custom_cells_and_layer_options():
         with pytest.raises(ValueError, match=match):
             quantize(nn.Sequential(encoder))
     quantize(nn.Sequential(RNNEncoder(3, 4, 2, "lstm", weight_drop=0.3)))  # eval: plain
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_the_gate_trace_rebuilds_the_encoders_outputs(kind):
+    """The inspector recomputes every gate from the weights: its hidden states must be
+    the encoder's own, layer after layer (residual and layer norm included)."""
+    from seqnlp.nn.gates import trace_gates
+
+    torch.manual_seed(0)
+    encoder = RNNEncoder(4, 5, 2, kind, True, residual=True, layer_norm=True).eval()
+    _randomise(encoder)
+    x = torch.randn(6, 4)
+    traces = trace_gates(encoder, x)
+    assert [(t.layer, t.direction) for t in traces] == [
+        (0, "forward"), (0, "backward"), (1, "forward"), (1, "backward")]  # fmt: skip
+    top = torch.cat([traces[2].hidden, traces[3].hidden], dim=-1)  # (time, 2 * hidden)
+    expected = encoder(x.unsqueeze(0), torch.tensor([6]))[0][0]
+    # the top layer's residual is added after its cell: compare the cells' own states
+    if encoder.residual:
+        below = torch.cat([traces[0].hidden, traces[1].hidden], dim=-1)
+        expected = expected - encoder.norms[0](below)
+    torch.testing.assert_close(top, expected, atol=1e-5, rtol=0)
+    gates = {"lstm": {"input", "forget", "output"}, "gru": {"reset", "update"}, "rnn": set()}
+    family = "lstm" if "lstm" in kind else "gru" if "gru" in kind else "rnn"
+    for trace in traces:
+        assert set(trace.gates) == gates[family]
+        for values in trace.gates.values():
+            assert values.shape == (6, 5) and bool(((values > 0) & (values < 1)).all())
