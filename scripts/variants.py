@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every run (after --)")
     args = parser.parse_args()
     recipe, folder, dataset, val_metric, test_metric = TASKS[args.task]
-    test_path = resolve_named(dataset, "test")
+    test_source = f"{dataset}:test"
+    resolve_named(dataset, "test")  # fails now, in one line, where the data is missing
     out_json = Path(args.json)
     done = json.loads(out_json.read_text()) if out_json.exists() else {"meta": {}, "runs": []}
     done["meta"] = {
@@ -101,7 +102,7 @@ def main() -> None:
                 print(f"{name} seed {seed}: fit failed, see {run / 'fit.log'}", file=sys.stderr)
                 continue
             best = next(run.glob(f"runs/{folder}/tb/version_*/checkpoints/best-*.ckpt"))
-            scores = seqnlp.load(str(best), batch_size=256).evaluate(test_path)
+            scores = seqnlp.load(str(best), batch_size=256).evaluate(test_source)
             val = validation_scores(run, folder, val_metric)
             row = {
                 "grid": args.grid, "variant": name, "seed": seed, "overrides": variant,
