@@ -30,11 +30,11 @@ def _predictor(cell: str, pooling: str, tokenizer: str = "word", **options):
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "layernorm_lstm", "cifg_lstm"])
+@pytest.mark.parametrize("cell", ["lstm", "layernorm_gru"])
 def test_the_stream_ends_where_batch_prediction_does(cell, pooling):
     predictor = _predictor(cell, pooling, residual=True)
     stream = predictor.stream()
-    for text in SAMPLE[:4]:
+    for text in SAMPLE[:3]:
         stream.reset()
         tokens = text.split()
         for n, token in enumerate(tokens, start=1):
@@ -74,7 +74,7 @@ def test_the_stream_keeps_a_state_of_fixed_size():
     words = SAMPLE[0].split()
     stream.feed(words[0])
     size = held()
-    for _ in range(50):
+    for _ in range(10):
         for word in words:
             stream.feed(word)
     assert held() == size

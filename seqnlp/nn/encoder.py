@@ -328,6 +328,8 @@ class RNNEncoder(nn.Module):
         if initial is None:
             initial = self.learned_initial(batch)
         full = bool((lengths == time).all())
+        if self.rnn is not None and not isinstance(self.rnn, nn.RNNBase):  # int8: its kernels
+            return self._run_packed_state(inputs, lengths, initial)
         if self.recurrence(inputs) == "layered" or (self.lstm_like and full):
             outputs, h, c = self._run_layered(inputs, lengths, initial)
             if self.lstm_like and c is None:  # a torch LSTM over a padded batch
@@ -340,7 +342,7 @@ class RNNEncoder(nn.Module):
     def _run_packed_state(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
     ) -> tuple[torch.Tensor, State]:
-        if self.rnn is None or self.layered():
+        if self.rnn is None or self.layered():  # (never for an int8 module: eval mode)
             raise ValueError(
                 "the whole final state of a layered LSTM over rows of different lengths is "
                 "not kept: run rows of one length"
@@ -359,6 +361,11 @@ class RNNEncoder(nn.Module):
                 "a bidirectional encoder reads the whole text before its first output: "
                 "it cannot run one token at a time (train with bidirectional: false)"
             )
+        if self.rnn is not None and not self.layered():  # torch's module, one step
+            if state is None:
+                state = self.learned_initial(x.size(0))
+            out, state = self.rnn(x.unsqueeze(1), state)  # (batch, 1, hidden)
+            return out[:, 0], state
         outputs, state = self.run(x.unsqueeze(1), None, state)
         return outputs[:, 0], state
 
