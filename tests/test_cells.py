@@ -338,3 +338,18 @@ def test_the_gate_trace_rebuilds_the_encoders_outputs(kind):
         assert set(trace.gates) == gates[family]
         for values in trace.gates.values():
             assert values.shape == (6, 5) and bool(((values > 0) & (values < 1)).all())
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn_relu"])
+def test_steps_from_a_learned_initial_state_and_in_training(kind):
+    torch.manual_seed(0)
+    encoder = RNNEncoder(4, 5, 3, kind, False, 0.0, learn_initial_state=True)
+    with torch.no_grad():
+        encoder.initial_h.normal_()
+    x = torch.randn(2, 3, 4)
+    whole, _ = encoder.train().run(x)  # training mode, no dropout: the same numbers
+    state, outs = None, []
+    for t in range(3):
+        out, state = encoder.step(x[:, t], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.stack(outs, 1), whole, atol=1e-5, rtol=0)

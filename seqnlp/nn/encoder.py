@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqnlp.nn import folded_rnn
@@ -361,13 +361,42 @@ class RNNEncoder(nn.Module):
                 "a bidirectional encoder reads the whole text before its first output: "
                 "it cannot run one token at a time (train with bidirectional: false)"
             )
-        if self.rnn is not None and not self.layered():  # torch's module, one step
-            if state is None:
-                state = self.learned_initial(x.size(0))
+        if state is None:
+            learned = self.learned_initial(x.size(0))
+            state = learned if learned is not None else self.zero_state(x.size(0), x)
+        if isinstance(self.rnn, nn.RNNBase) and not self.layered():
+            return self._cell_step(x, state)
+        if self.rnn is not None and self.cells is None and not self.layered():  # int8 module
             out, state = self.rnn(x.unsqueeze(1), state)  # (batch, 1, hidden)
             return out[:, 0], state
         outputs, state = self.run(x.unsqueeze(1), None, state)
         return outputs[:, 0], state
+
+    def _cell_step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One step of a unidirectional torch RNN / LSTM / GRU with torch's cell kernels,
+        layer by layer: the module's own call has a fixed cost per sequence that one
+        step does not amortise (about 5x slower at the language models' sizes)."""
+        rnn = self.rnn
+        assert isinstance(rnn, nn.RNNBase)
+        h0, c0 = state if isinstance(state, tuple) else (state, None)
+        cell = {"LSTM": _VF.lstm_cell, "GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell,
+                "RNN_RELU": _VF.rnn_relu_cell}[rnn.mode]  # fmt: skip
+        weights = rnn._flat_weights
+        per_layer = len(weights) // rnn.num_layers
+        hs, cs, inp = [], [], x
+        for layer in range(rnn.num_layers):
+            if layer > 0 and rnn.dropout > 0 and self.training:
+                inp = nn.functional.dropout(inp, rnn.dropout, True)
+            w = weights[layer * per_layer : (layer + 1) * per_layer]  # w_ih, w_hh, b_ih, b_hh
+            if c0 is not None:
+                h, c = cell(inp, (h0[layer], c0[layer]), *w)
+                cs.append(c)
+            else:
+                h = cell(inp, h0[layer], *w)
+            hs.append(h)
+            inp = h
+        h_all = torch.stack(hs)  # (layers, batch, hidden)
+        return inp, ((h_all, torch.stack(cs)) if c0 is not None else h_all)
 
     def encode_tokens(
         self,
