@@ -96,7 +96,8 @@ def test_a_classifier_streams_from_its_checkpoint(tmp_path, monkeypatch):
 def test_a_misspelt_cell_is_one_line(tiny_ner, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset", "null",
-              "--data.train", str(tiny_ner["train"]), "--model.init_args.cell", "peephole"])  # fmt: skip
+        main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset",
+              "null", "--data.train", str(tiny_ner["train"]), "--model.init_args.cell",
+              "peephole"])  # fmt: skip
     err = capsys.readouterr().err
     assert "peephole" in err and "peephole_lstm" in err

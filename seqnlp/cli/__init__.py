@@ -22,7 +22,7 @@ COMMANDS = {
     "predict": "inference:run_predict", "evaluate": "inference:run_evaluate",
     "average": "tools:run_average", "attention": "tools:run_attention",
     "export": "tools:run_export", "serve": "serving:run_serve",
-    "gates": "tools:run_gates",
+    "gates": "tools:run_gates", "vectors": "vectors:run_vectors",
 }  # fmt: skip
 
 USAGE = """usage: seqnlp COMMAND ...
@@ -39,6 +39,7 @@ commands:
   attention --ckpt_path CKPT --source TEXT --output PNG   draw a translation's attention
   gates     --ckpt_path CKPT --text TEXT --output PNG [--json]   draw a model's gates per token
   serve     MODEL [--host H] [--port P]           serve a model as JSON over HTTP
+  vectors   --input TEXT --output FILE.vec        train word vectors on raw text (gensim)
 
 `seqnlp COMMAND --help` lists a command's options; `seqnlp --version` the version."""
 

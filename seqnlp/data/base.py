@@ -11,7 +11,7 @@ as Hugging Face datasets, and builds length-bucketed, rank-aware loaders.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -168,6 +168,15 @@ class SeqDataModule(pl.LightningDataModule):
         return self._codec
 
     # -- shared machinery -----------------------------------------------------
+    def all_splits(self, train: Any) -> Iterator[Any]:
+        """The records of every split this DataModule knows: ``train`` (as ``fit_codec``
+        has it), then validation and test when set; pretrained vectors give their words
+        rows of their own (``data.vectors``)."""
+        yield train
+        for split in ("validation", "test"):
+            if self.sources.get(split):
+                yield self.raw(split)
+
     def catalog_entry(self) -> NamedDataset | None:
         """The named dataset the training split comes from, if it is one."""
         source = parse_source(self.sources["train"] or "")

@@ -14,6 +14,7 @@ from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_with_lengths
 from seqnlp.data.classification_readers import TextFormat, read_labelled_text
 from seqnlp.data.codecs import ClassificationCodec
+from seqnlp.data.vectors import ExtendVocab, VectorsFormat, fit_vectors
 from seqnlp.text import PretokenizerKind, RawText, TextNormalizer, whole_tokens
 from seqnlp.tokenization import (
     SentencePieceTokenizer,
@@ -58,6 +59,14 @@ class _Joined:
 
     def __iter__(self) -> Iterator[str]:
         return (" ".join(self.raw.tokenize(text)[0]) for text in self.texts)
+
+
+def _pieces(codec: ClassificationCodec, text: str) -> list[str]:
+    """The vocabulary entries ``codec.encode_text`` looks ``text`` up as."""
+    if not codec.pretokenized and codec.raw is not None:
+        text = " ".join(codec.raw.tokenize(text)[0])
+    assert isinstance(codec.tokenizer, WordTokenizer)
+    return codec.tokenizer.pieces(text)
 
 
 def encode_classification(
@@ -107,6 +116,11 @@ class ClassificationDataModule(SeqDataModule):
             (lowercase, PTB brackets and quotes, split clitics) is learned and applied
             to raw text in the same way.
         hub_text_field, hub_label_field: column names of hub datasets.
+        vectors, vectors_format, max_vectors, extend_vocab: pretrained word vectors,
+            as for ``TaggingDataModule`` (README "Pretrained word vectors"): words with
+            a vector that training lacks get rows of their own (``word`` tokenizer;
+            SentencePiece pieces take the vectors of their own form, and no row is
+            added).
     """
 
     length_column = "token_ids"
@@ -133,6 +147,10 @@ class ClassificationDataModule(SeqDataModule):
         language: str | None = None,
         hub_text_field: str = "sentence",
         hub_label_field: str = "label",
+        vectors: str | None = None,
+        vectors_format: VectorsFormat = "auto",
+        max_vectors: int | None = None,
+        extend_vocab: ExtendVocab = "data",
         batch_size: int = 32,
         eval_batch_size: int = 256,
         pool_factor: int = 1000,
@@ -195,9 +213,38 @@ class ClassificationDataModule(SeqDataModule):
         else:
             tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
         labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
-        log.info("tokenizer: %s, %d ids; labels %s; raw text: %s%s", h.tokenizer, len(tokenizer),
-                 labels.itos, raw.describe(), "" if pretokenized else " (training text too)")
-        return ClassificationCodec(tokenizer, labels, raw, pretokenized)
+        log.info(
+            "tokenizer: %s, %d ids; labels %s; raw text: %s%s",
+            h.tokenizer,
+            len(tokenizer),
+            labels.itos,
+            raw.describe(),
+            "" if pretokenized else " (training text too)",
+        )
+        return self._with_vectors(ClassificationCodec(tokenizer, labels, raw, pretokenized), train)
+
+    def _with_vectors(self, codec: ClassificationCodec, train: Any) -> ClassificationCodec:
+        """``codec`` with its pretrained vectors (``data.vectors``, if set), a word
+        tokenizer's vocabulary extended with the words of every split that have one."""
+        h = self.hparams
+        if not h.vectors:
+            return codec
+        tokenizer = codec.tokenizer
+        if isinstance(tokenizer, WordTokenizer):
+            words = (w for split in self.all_splits(train) for text in split["text"]
+                     for w in _pieces(codec, text))  # fmt: skip
+            lower = str.lower if tokenizer.lowercase else None
+            vocab, codec.vectors = fit_vectors(
+                h.vectors, tokenizer.vocab, words, lower, h.vectors_format, h.max_vectors,
+                h.extend_vocab,
+            )  # fmt: skip
+            codec.tokenizer = WordTokenizer(vocab, tokenizer.lowercase)
+        else:  # pieces: the vocabulary is the SentencePiece model's own
+            _, codec.vectors = fit_vectors(
+                h.vectors, tokenizer.as_vocab(), (), None, h.vectors_format, h.max_vectors,
+                "none",
+            )  # fmt: skip
+        return codec
 
     def check_split(self, split: str, dataset: Any) -> None:
         unseen = sorted(set(dataset["label"]) - set(self.codec.labels.itos))

@@ -13,7 +13,7 @@ import itertools
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from seqnlp.data.tagschemes import convert, iob2_to_bioes, to_iob2
 from seqnlp.text import Pretokenizer, RawText, TextNormalizer, whole_tokens
@@ -25,6 +25,9 @@ from seqnlp.tokenization import (
     normalize_word,
     tokenizer_from_state,
 )
+
+if TYPE_CHECKING:
+    from seqnlp.data.vectors import PretrainedRows
 
 
 class TaggingCodec(StateEquality):
@@ -56,6 +59,9 @@ class TaggingCodec(StateEquality):
         self.lowercase = lowercase
         self.zero_digits = zero_digits
         self.max_word_chars = max_word_chars
+        #: pretrained vectors for rows of ``words`` (``data.vectors``): set by the DataModule
+        #: that fits the codec, read by the tagger when training starts, never saved.
+        self.vectors: PretrainedRows | None = None
 
     @classmethod
     def fit(
@@ -217,6 +223,9 @@ class ClassificationCodec(StateEquality):
         self.labels = labels
         self.raw = raw
         self.pretokenized = pretokenized
+        #: pretrained vectors for rows of the tokenizer (``data.vectors``): set by the
+        #: DataModule that fits the codec, read when training starts, never saved.
+        self.vectors: PretrainedRows | None = None
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of ``text`` written as the training text was."""

@@ -16,7 +16,9 @@ from seqnlp.data.codecs import TaggingCodec, distinct_tokens, unseen_tag
 from seqnlp.data.sources import parse_source
 from seqnlp.data.tagging_readers import TaggingFormat, read_tagging_file
 from seqnlp.data.tagschemes import Scheme, detect_scheme, to_iob2
+from seqnlp.data.vectors import ExtendVocab, VectorsFormat, fit_vectors
 from seqnlp.text import PretokenizerKind
+from seqnlp.tokenization import normalize_word
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,17 @@ class TaggingDataModule(SeqDataModule):
             the named dataset's language, else ``xx``, many languages) or
             ``whitespace``. Training files are read as tokenized already.
         hub_tokens_field, hub_tags_field: column names of hub datasets.
+        vectors: a file of pretrained word vectors (word2vec text or binary, GloVe,
+            fastText ``.vec``; optionally compressed). Words that have a vector but are
+            not training words get rows of their own (``extend_vocab``), and the
+            tagger starts its word embeddings from the vectors; prediction needs no
+            vector file (README "Pretrained word vectors").
+        vectors_format: ``auto`` (told from the file), ``word2vec``,
+            ``word2vec_binary``, ``glove`` or ``fasttext``.
+        max_vectors: read only the file's first N vectors (file order).
+        extend_vocab: which words with a vector join the vocabulary: ``data`` (the
+            words of every split: train, validation, test), ``all`` (also every vector
+            read; needs ``max_vectors``) or ``none``.
     """
 
     length_column = "word_ids"
@@ -124,6 +137,10 @@ class TaggingDataModule(SeqDataModule):
         language: str | None = None,
         hub_tokens_field: str = "tokens",
         hub_tags_field: str = "ner_tags",
+        vectors: str | None = None,
+        vectors_format: VectorsFormat = "auto",
+        max_vectors: int | None = None,
+        extend_vocab: ExtendVocab = "data",
         batch_size: int = 32,
         eval_batch_size: int = 128,
         pool_factor: int = 1000,
@@ -165,6 +182,14 @@ class TaggingDataModule(SeqDataModule):
             train, h.min_word_freq, h.max_vocab_size, h.tag_scheme, h.lowercase, h.zero_digits,
             h.max_word_chars, self.pretokenizer(),
         )  # fmt: skip
+        if h.vectors:
+            norm = partial(normalize_word, lowercase=h.lowercase, zero_digits=h.zero_digits)
+            words = (norm(t) for split in self.all_splits(train) for r in split
+                     for t in r["tokens"])  # fmt: skip
+            codec.words, codec.vectors = fit_vectors(
+                h.vectors, codec.words, words, norm, h.vectors_format, h.max_vectors,
+                h.extend_vocab,
+            )  # fmt: skip
         log.info("vocabularies: %d words, %d characters, tags %s; raw text: %s", len(codec.words),
                  len(codec.chars), codec.tags.itos, codec.raw.describe())  # fmt: skip
         return codec

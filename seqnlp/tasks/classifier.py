@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from seqnlp.data.classification import ClassificationBatch, ClassificationCodec
-from seqnlp.data.vectors import load_word_vectors
+from seqnlp.data.vectors import initialise_embeddings
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import ClassifierNetwork
 from seqnlp.nn.dropout import DropoutMode
@@ -22,8 +22,11 @@ class Classifier(System):
     Args:
         codec: tokenizer and label set (linked from the DataModule).
         embedding_dim: token embedding size.
-        pretrained_embeddings: word2vec/GloVe text file of ``embedding_dim``
-            vectors for the tokens (words or pieces), read when training starts.
+        pretrained_embeddings: a word-vector file (word2vec text or binary, GloVe,
+            fastText) of ``embedding_dim`` vectors for the training tokens (words or
+            pieces), read when training starts. ``data.vectors`` does more (it also
+            gives words of the validation and test data rows of their own); the two
+            do not combine. Prediction needs no vector file.
         freeze_embeddings: keep the embeddings fixed.
         hidden_size, num_layers, bidirectional: the encoder's shape.
         dropout: between stacked recurrent layers.
@@ -99,10 +102,11 @@ class Classifier(System):
         return nn.functional.cross_entropy(logits, batch.labels, weight=self.class_weights)
 
     def setup(self, stage: str) -> None:
-        path = self.hparams.pretrained_embeddings
-        if stage == "fit" and path:
-            vocab = self.codec.tokenizer.as_vocab()
-            load_word_vectors(path, vocab, self.network.embedding.weight)
+        if stage == "fit":
+            initialise_embeddings(
+                self.network.embedding.weight, self.codec.tokenizer.as_vocab(),
+                self.codec.vectors, self.hparams.pretrained_embeddings, "model.embedding_dim",
+            )  # fmt: skip
 
     def training_loss(self, batch: ClassificationBatch) -> torch.Tensor:
         return self.loss(self.logits(batch), batch)

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from seqnlp.data.tagging import TaggingBatch, TaggingCodec
-from seqnlp.data.vectors import load_word_vectors
+from seqnlp.data.vectors import initialise_embeddings
 from seqnlp.metrics import entity_scores
 from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.nn.dropout import DropoutMode
@@ -22,8 +22,11 @@ class Tagger(System):
     Args:
         codec: word, character and tag vocabularies (linked from the DataModule).
         word_dim: word embedding size.
-        pretrained_embeddings: a word2vec/GloVe text file of ``word_dim``-sized
-            vectors to initialise the word embeddings (read when training starts).
+        pretrained_embeddings: a word-vector file (word2vec text or binary, GloVe,
+            fastText) of ``word_dim``-sized vectors for the training words, read when
+            training starts. ``data.vectors`` does more (it also gives words of the
+            validation and test data rows of their own, and hands the vectors over in
+            ``codec.vectors``); the two do not combine. Prediction needs no vector file.
         freeze_embeddings: keep the word embeddings fixed.
         char_encoder: ``lstm`` (a bidirectional ``nn.LSTM``), ``recurrent`` (bidirectional,
             with ``cell`` and the recurrent options), ``cnn`` or ``none``.
@@ -85,9 +88,11 @@ class Tagger(System):
         return self.network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows)
 
     def setup(self, stage: str) -> None:
-        path = self.hparams.pretrained_embeddings
-        if stage == "fit" and path:
-            load_word_vectors(path, self.codec.words, self.network.word_embedding.weight)
+        if stage == "fit":
+            initialise_embeddings(
+                self.network.word_embedding.weight, self.codec.words, self.codec.vectors,
+                self.hparams.pretrained_embeddings, "model.word_dim",
+            )  # fmt: skip
 
     def training_loss(self, batch: TaggingBatch) -> torch.Tensor:
         assert batch.tags is not None
