@@ -22,7 +22,8 @@ COMMANDS = {
     "predict": "inference:run_predict", "evaluate": "inference:run_evaluate",
     "average": "tools:run_average", "attention": "tools:run_attention",
     "export": "tools:run_export", "serve": "serving:run_serve",
-    "gates": "tools:run_gates", "vectors": "vectors:run_vectors",
+    "vectors": "vectors:run_vectors", "generate": "generate:run_generate",
+    "gates": "tools:run_gates",
 }  # fmt: skip
 
 USAGE = """usage: seqnlp COMMAND ...
@@ -40,6 +41,7 @@ commands:
   gates     --ckpt_path CKPT --text TEXT --output PNG [--json]   draw a model's gates per token
   serve     MODEL [--host H] [--port P]           serve a model as JSON over HTTP
   vectors   --input TEXT --output FILE.vec        train word vectors on raw text (gensim)
+  generate  --ckpt_path LM --prompt TEXT          continue a text with a language model
 
 `seqnlp COMMAND --help` lists a command's options; `seqnlp --version` the version."""
 

@@ -25,6 +25,7 @@ READER_OPTIONS = {
     "tagging": ("format:fmt", "token_column", "tag_column", "scheme", "encoding"),
     "classification": ("format:fmt", "label_column", "text_column", "header", "encoding"),
     "translation": ("format:fmt", "src_lang", "tgt_lang", "encoding"),
+    "language_model": ("encoding",),
 }
 
 

@@ -14,9 +14,11 @@ _HOMES = {
     "ClassificationCodec": "seqnlp.data.codecs",
     "TaggingCodec": "seqnlp.data.codecs",
     "TranslationCodec": "seqnlp.data.codecs",
+    "LanguageModelCodec": "seqnlp.data.codecs",
     "ClassificationDataModule": "seqnlp.data.classification",
     "TaggingDataModule": "seqnlp.data.tagging",
     "TranslationDataModule": "seqnlp.data.translation",
+    "LanguageModelDataModule": "seqnlp.data.language_model",
 }
 
 

@@ -83,6 +83,11 @@ def export_model(
         raise ValueError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
     ckpt = read_checkpoint(ckpt_path)
     meta = ckpt[CKPT_KEY]
+    if meta["task"] == "language_model":
+        raise ValueError(
+            f"{ckpt_path}: seqnlp export does not take language models yet: the checkpoint "
+            f"is the model (seqnlp.load, seqnlp generate), read weights-only"
+        )
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8, got {quantize!r}")
     if quantize and not onnx and meta["task"] not in INT8_PAYS:

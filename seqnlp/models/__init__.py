@@ -6,7 +6,8 @@ them to int8.
 """
 
 from seqnlp.models.classifier import ClassifierNetwork
+from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.models.translator import TranslatorNetwork
 
-__all__ = ["ClassifierNetwork", "TaggerNetwork", "TranslatorNetwork"]
+__all__ = ["ClassifierNetwork", "LanguageModelNetwork", "TaggerNetwork", "TranslatorNetwork"]

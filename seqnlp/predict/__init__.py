@@ -18,6 +18,7 @@ _HOMES = {
     "PREDICTORS": "seqnlp.predict.api",
     "load": "seqnlp.predict.api",
     "ClassificationPredictor": "seqnlp.predict.classifier",
+    "LanguageModelPredictor": "seqnlp.predict.language_model",
     "Predictor": "seqnlp.predict.base",
     "Record": "seqnlp.predict.base",
     "TorchPredictor": "seqnlp.predict.torch_base",

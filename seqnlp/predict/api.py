@@ -12,12 +12,12 @@ from seqnlp.export.loading import open_model
 from seqnlp.export.writer import INT8_PAYS
 from seqnlp.predict.base import Predictor, task_options
 from seqnlp.predict.classifier import ClassificationPredictor
+from seqnlp.predict.language_model import LanguageModelPredictor
 from seqnlp.predict.tagger import TaggingPredictor
 from seqnlp.predict.translator import TranslationPredictor
 
-PREDICTORS: dict[str, type[Predictor]] = {
-    p.task: p for p in (TaggingPredictor, ClassificationPredictor, TranslationPredictor)
-}
+_ALL = (TaggingPredictor, ClassificationPredictor, TranslationPredictor, LanguageModelPredictor)
+PREDICTORS: dict[str, type[Predictor]] = {p.task: p for p in _ALL}
 
 
 def load(
