@@ -109,9 +109,15 @@ def check_exportable(network: nn.Module) -> None:
     """Refuse, in one line, recurrent layers that have no ONNX node: each layer is
     exported as one ONNX ``RNN`` / ``GRU`` / ``LSTM`` node, which runs torch's cells
     alone, with nothing between layers."""
+    from seqnlp.nn.contextual import ContextualCharFeatures
     from seqnlp.nn.encoder import RNNEncoder
 
     for name, module in network.named_modules():
+        if isinstance(module, ContextualCharFeatures):
+            raise ValueError(
+                "the ONNX graphs have no character language models (contextual string "
+                "embeddings): export without --format onnx (the folder predicts with torch)"
+            )
         if not isinstance(module, RNNEncoder):
             continue
         if module.cells is not None:

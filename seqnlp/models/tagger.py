@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from seqnlp.models.language_model import LanguageModelNetwork
+from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.nn.crf import LinearChainCRF
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
 from seqnlp.nn.embeddings import CharCNN, CharLSTM, WordDropout
@@ -37,6 +39,13 @@ class TaggerNetwork(nn.Module):
         head: ``crf`` (Viterbi decoding) or ``softmax`` (independent argmax).
         freeze_embeddings: keep the word embeddings fixed.
         pad_id, unk_id: the word vocabulary's padding and unknown ids.
+        char_lm_specs: trained character language models whose states are word features
+            (contextual string embeddings, Akbik et al. 2018), one dict each:
+            ``network`` (``LanguageModelNetwork``'s arguments), ``backward`` (reads text
+            reversed), ``space_id`` and ``boundary_id`` (its ids of " " and of the
+            paragraph boundary). Their weights, and ``char_lms.char_maps`` (each LM's
+            id of each tagger character), are this network's.
+        char_lm_trainable: fine-tune the language models (default: frozen).
         cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
             learn_initial_state: the recurrent options every task shares
             (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
@@ -68,6 +77,8 @@ class TaggerNetwork(nn.Module):
         init: Init = "default",
         forget_bias: float | None = None,
         learn_initial_state: bool = False,
+        char_lm_specs: list[dict] | None = None,
+        char_lm_trainable: bool = False,
     ) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(num_words, word_dim, padding_idx=pad_id)
@@ -86,6 +97,15 @@ class TaggerNetwork(nn.Module):
         else:
             self.char_features = None
         features = word_dim + (self.char_features.output_size if self.char_features else 0)
+        self.char_lms: ContextualCharFeatures | None = None
+        if char_lm_specs:
+            self.char_lms = ContextualCharFeatures(
+                [LanguageModelNetwork(**spec["network"]) for spec in char_lm_specs],
+                [bool(spec["backward"]) for spec in char_lm_specs],
+                [(int(spec["space_id"]), int(spec["boundary_id"])) for spec in char_lm_specs],
+                num_chars, char_lm_trainable,
+            )  # fmt: skip
+            features += self.char_lms.output_size
         self.dropout = SequenceDropout(dropout, dropout_mode)
         self.word_dropout = WordDropout(word_dropout, unk_id)
         self.encoder = RNNEncoder(
@@ -128,6 +148,9 @@ class TaggerNetwork(nn.Module):
         x = self.word_embedding(self.word_dropout(word_ids, mask))  # (batch, time, word_dim)
         if self.char_features is not None:
             x = torch.cat([x, self.word_char_features(char_ids, char_rows)], dim=-1)
+        if self.char_lms is not None:  # each sentence's text, read by the LMs once
+            words = char_ids[char_rows] if char_rows is not None else char_ids
+            x = torch.cat([x, self.char_lms(words, lengths)], dim=-1)
         return x
 
     def word_char_features(

@@ -13,6 +13,7 @@ from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.nn.dropout import DropoutMode
 from seqnlp.nn.encoder import Cell, Init
 from seqnlp.tasks.base import System
+from seqnlp.tasks.char_lms import load_char_lms, read_char_lm
 
 
 class Tagger(System):
@@ -43,12 +44,20 @@ class Tagger(System):
         cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
             learn_initial_state: the recurrent options every task shares
             (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
+        char_lms: checkpoints of trained character language models (``seqnlp fit
+            recipes/charlm_es.yaml``, forward and backward) whose states become word
+            features (contextual string embeddings, Akbik et al. 2018); read when the
+            model is built, then kept inside it: its checkpoints need no LM file.
+        char_lm_trainable: fine-tune the language models with the tagger (default:
+            frozen).
+        char_lm_specs: what the model keeps of ``char_lms`` (written by seqnlp, read
+            back from checkpoints; not a recipe setting).
     """
 
     task = "tagging"
     codec_type = TaggingCodec
     main_metrics = ("precision", "recall", "f1")
-    training_only_hparams = ("pretrained_embeddings",)
+    training_only_hparams = ("pretrained_embeddings", "char_lms")
     network: TaggerNetwork
 
     def __init__(
@@ -74,14 +83,24 @@ class Tagger(System):
         init: Init = "default",
         forget_bias: float | None = None,
         learn_initial_state: bool = False,
+        char_lms: list[str] | None = None,
+        char_lm_trainable: bool = False,
+        char_lm_specs: list[dict] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])
         self.codec = codec
+        lm_weights, char_maps = [], []
+        if char_lms:  # training starts: read the LMs once; the checkpoints keep them
+            read = [read_char_lm(path, codec.chars) for path in char_lms]
+            self.hparams["char_lm_specs"] = [spec for spec, _, _ in read]
+            lm_weights, char_maps = [w for _, w, _ in read], [m for _, _, m in read]
         self.network = TaggerNetwork(
             len(codec.words), len(codec.chars), len(codec.tags), pad_id=codec.words.pad_id,
             unk_id=codec.words.unk_id, **self.network_options(TaggerNetwork),
         )  # fmt: skip
+        if lm_weights:
+            load_char_lms(self.network, lm_weights, char_maps)
 
     def emissions(self, batch: TaggingBatch) -> torch.Tensor:
         """Tag scores (batch, time, tags) of a padded batch."""

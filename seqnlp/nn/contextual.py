@@ -1,0 +1,141 @@
+"""Contextual string embeddings (Akbik et al. 2018): a word's features are the states
+of character language models that read the whole sentence, character by character.
+
+A forward LM reads the sentence's text; a word is its state after the word's last
+character. A backward LM (trained on reversed text) reads the sentence reversed; a
+word is its state after the word's first character, that is, before it in the
+sentence's order. Each LM runs once per sentence, over every word at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqnlp.models.language_model import LanguageModelNetwork
+from seqnlp.nn.padded_rnn import reversal_index, reverse_within
+
+
+class ContextualCharFeatures(nn.Module):
+    """Word features (batch, time, sum of the LMs' hidden sizes) from trained character
+    LMs, computed from a tagger's own character ids.
+
+    Args:
+        lms: the language models' networks (their weights are this module's; their
+            output layers, which predict the next character, are dropped).
+        backward: per LM, whether it reads text reversed.
+        special_ids: per LM, its ids of the space between words and of the paragraph
+            boundary.
+        num_chars: the tagger's character vocabulary size; the buffer ``char_maps``
+            (LMs, num_chars) holds each LM's id of each tagger character.
+        trainable: fine-tune the LMs with the tagger (else frozen: no gradient, and
+            always in eval mode, so no dropout inside them).
+    """
+
+    def __init__(
+        self, lms: list[LanguageModelNetwork], backward: list[bool],
+        special_ids: list[tuple[int, int]], num_chars: int, trainable: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if not len(lms) == len(backward) == len(special_ids):
+            raise ValueError(f"{len(lms)} language models, {len(backward)} directions")
+        for lm in lms:  # only the states are read: the next-character layers go
+            lm.output = None  # type: ignore[assignment]
+            lm.projection = None
+        self.lms = nn.ModuleList(lms)
+        self.backward = list(backward)
+        self.special_ids = list(special_ids)
+        self.trainable = trainable
+        self.output_size = sum(lm.hidden_size for lm in lms)
+        self.register_buffer("char_maps", torch.zeros(len(lms), num_chars, dtype=torch.long))
+        if not trainable:
+            self.lms.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ContextualCharFeatures:
+        super().train(mode)
+        if not self.trainable:
+            self.lms.eval()  # frozen LMs never drop out
+        return self
+
+    def forward(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features (batch, time, output_size) of sentences given as the tagger's
+        character ids (batch, time, chars) with their lengths (batch,) in words."""
+        features = []
+        for k, lm in enumerate(self.lms):
+            space, boundary = self.special_ids[k]
+            fwd, bwd, ends, starts = sentence_char_ids(
+                char_ids, lengths, self.char_maps[k], space, boundary
+            )
+            ids, where = (bwd, starts) if self.backward[k] else (fwd, ends)
+            features.append(self.states_at(lm, ids, where))
+        return torch.cat(features, dim=-1)
+
+    def states_at(
+        self, lm: LanguageModelNetwork, ids: torch.Tensor, where: torch.Tensor
+    ) -> torch.Tensor:
+        """``lm``'s top states (batch, time, hidden) at positions ``where`` (batch, time)
+        after reading ids (batch, chars), each row once from the start."""
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            states, _ = lm.hidden_states(ids)  # (batch, chars, hidden)
+        index = where.unsqueeze(-1).expand(-1, -1, states.size(-1))  # (batch, time, hidden)
+        return states.gather(1, index)
+
+
+def sentence_char_ids(
+    char_ids: torch.Tensor, lengths: torch.Tensor, char_map: torch.Tensor, space_id: int,
+    boundary_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Each sentence's text as a language model reads it, from the tagger's own inputs.
+
+    Args:
+        char_ids: (batch, time, chars) the tagger's character ids of each word (0:
+            padding), right-padded.
+        lengths: (batch,) words per sentence.
+        char_map: (tagger characters,) the LM's id of each tagger character.
+        space_id, boundary_id: the LM's ids of the space between words and of the
+            paragraph boundary, which comes first (the LM saw every paragraph start
+            after one) and pads the rows.
+
+    Returns:
+        forward_ids (batch, 1 + chars in the sentence), the boundary then the words
+        joined by spaces; backward_ids, the boundary then that text reversed; ends
+        (batch, time), each word's last character's position in forward_ids; starts
+        (batch, time), each word's first character's position in backward_ids.
+        Padded words point at position 0.
+    """
+    batch, time, _ = char_ids.shape
+    word_mask = torch.arange(time, device=char_ids.device) < lengths.unsqueeze(1)  # (batch, time)
+    word_len = ((char_ids != 0).sum(-1)) * word_mask  # (batch, time)
+    span = torch.where(word_mask, word_len + 1, 0)  # each word and the space after it
+    first = 1 + torch.cumsum(span, dim=1) - span  # (batch, time) first char's position
+    total = 1 + span.sum(1) - 1  # (batch,) boundary + text (no space after the last word)
+    width = int(total.max())
+    forward_ids = char_ids.new_full((batch, width), space_id)
+    forward_ids[torch.arange(width, device=char_ids.device) >= total.unsqueeze(1)] = boundary_id
+    forward_ids[:, 0] = boundary_id
+    chars = char_ids != 0  # (batch, time, chars)
+    b, t, c = chars.nonzero(as_tuple=True)
+    forward_ids[b, first[b, t] + c] = char_map[char_ids[b, t, c]]
+    ends = torch.where(word_mask, first + word_len - 1, 0)
+    # reversed text: position p of the text (1..total-1) goes to total - p
+    text = forward_ids[:, 1:]  # (batch, width - 1)
+    backward_ids = forward_ids.clone()
+    if width > 1:
+        index = reversal_index(total - 1, width - 1)  # (batch, width - 1)
+        backward_ids[:, 1:] = reverse_within(text.unsqueeze(-1), index)[..., 0]
+    starts = torch.where(word_mask, total.unsqueeze(1) - first, 0)
+    return forward_ids, backward_ids, ends, starts
+
+
+def sentence_positions(tokens: list[str]) -> tuple[str, list[int], list[int]]:
+    """A sentence's text for the LMs (tokens joined by single spaces), each token's last
+    character's index in it, and each token's first character's index in the
+    reversed text."""
+    text = " ".join(tokens)
+    ends, starts, start = [], [], 0
+    for token in tokens:
+        end = start + len(token) - 1
+        ends.append(end)
+        starts.append(len(text) - 1 - start)
+        start += len(token) + 1
+    return text, ends, starts

@@ -1,0 +1,170 @@
+"""Contextual string embeddings (issue 17): each word's features are the forward LM's
+state after its last character and the backward LM's state before its first one,
+computed once per sentence; frozen LMs get no gradient and never drop out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqnlp.models.language_model import LanguageModelNetwork
+from seqnlp.nn.contextual import ContextualCharFeatures, sentence_positions
+
+ROOT = Path(__file__).resolve().parents[1]
+CHARS = {c: i + 1 for i, c in enumerate(" abcdefghijklmnopqrstuvwxyzJMP.")}
+
+
+def _ids(text: str) -> list[int]:
+    return [CHARS[c] for c in text]
+
+
+def _lm(seed: int) -> LanguageModelNetwork:
+    torch.manual_seed(seed)
+    return LanguageModelNetwork(len(CHARS) + 2, embedding_dim=6, hidden_size=5,
+                                embedding_dropout=0.3, output_dropout=0.3).eval()  # fmt: skip
+
+
+def test_positions_of_words_in_the_text_and_its_reverse():
+    text, ends, starts = sentence_positions(["Juan", "vive", "en", "Madrid", "."])
+    assert text == "Juan vive en Madrid ."
+    assert [text[e] for e in ends] == ["n", "e", "n", "d", "."]
+    reverse = text[::-1]
+    assert [reverse[s] for s in starts] == ["J", "v", "e", "M", "."]
+
+
+TAGGER_CHARS = {c: i + 1 for i, c in enumerate("abcdefghijklmnopqrstuvwxyzJMP.")}
+BOUNDARY = len(CHARS) + 1
+
+
+def _features(lms: list, backward: list[bool], trainable: bool = False) -> ContextualCharFeatures:
+    module = ContextualCharFeatures(lms, backward, [(CHARS[" "], BOUNDARY)] * len(lms),
+                                    len(TAGGER_CHARS) + 1, trainable)  # fmt: skip
+    for c, i in TAGGER_CHARS.items():
+        module.char_maps[:, i] = CHARS[c]
+    return module
+
+
+def _char_ids(sentences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    time = max(len(s) for s in sentences)
+    width = max(len(w) for s in sentences for w in s)
+    ids = torch.zeros(len(sentences), time, width, dtype=torch.long)
+    for b, sentence in enumerate(sentences):
+        for t, word in enumerate(sentence):
+            ids[b, t, : len(word)] = torch.tensor([TAGGER_CHARS[c] for c in word])
+    return ids, torch.tensor([len(s) for s in sentences])
+
+
+def test_features_are_the_lm_states_at_each_word_by_brute_force():
+    forward, backward = _lm(0), _lm(1)
+    features = _features([forward, backward], [False, True]).eval()
+    sentences = [["Juan", "vive", "en", "Madrid", "."], ["Pablo", "come"]]
+    got = features(*_char_ids(sentences))  # (batch, time, 10)
+    assert got.shape == (2, 5, 10)
+    for b, tokens in enumerate(sentences):
+        text, ends, starts = sentence_positions(tokens)
+        for i, _ in enumerate(tokens):
+            # the forward LM's state after the boundary and the text up to the word's
+            # last character; the backward LM's after the boundary and the reversed text
+            # up to the word's first character
+            prefix = torch.tensor([[BOUNDARY, *_ids(text[: ends[i] + 1])]])
+            expected_fwd = forward.hidden_states(prefix)[0][0, -1]
+            rev = torch.tensor([[BOUNDARY, *_ids(text[::-1][: starts[i] + 1])]])
+            expected_bwd = backward.hidden_states(rev)[0][0, -1]
+            torch.testing.assert_close(got[b, i], torch.cat([expected_fwd, expected_bwd]),
+                                       atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_frozen_lms_get_no_gradient_and_do_not_drop_out():
+    lm = _lm(0)
+    frozen = _features([lm], [False]).train()
+    assert not lm.training
+    ids, lengths = _char_ids([["Juan", "vive"]])
+    a, b = frozen(ids, lengths), frozen(ids, lengths)
+    torch.testing.assert_close(a, b)  # no dropout: the same twice in training mode
+    assert not a.requires_grad
+    tuned = _features([_lm(0)], [False], trainable=True).train()
+    tuned(ids, lengths).sum().backward()
+    assert all(p.grad is not None for p in tuned.parameters())  # the output layer is gone
+
+
+def test_sentence_texts_are_built_from_the_taggers_own_character_ids():
+    from seqnlp.nn.contextual import sentence_char_ids
+
+    tagger_chars = {c: i + 1 for i, c in enumerate("abcdefghijklmnopqrstuvwxyzJMP.")}
+    char_map = torch.zeros(len(tagger_chars) + 1, dtype=torch.long)
+    for c, i in tagger_chars.items():
+        char_map[i] = CHARS[c]
+    sentences = [["Juan", "vive", "en", "Madrid", "."], ["Pablo", "come"], ["a"]]
+    char_ids = torch.zeros(3, 5, 6, dtype=torch.long)
+    for b, sentence in enumerate(sentences):
+        for t, word in enumerate(sentence):
+            char_ids[b, t, : len(word)] = torch.tensor([tagger_chars[c] for c in word])
+    boundary = 99
+    fwd, bwd, ends, starts = sentence_char_ids(
+        char_ids, torch.tensor([5, 2, 1]), char_map, CHARS[" "], boundary
+    )
+    for b, sentence in enumerate(sentences):
+        text, text_ends, text_starts = sentence_positions(sentence)
+        n = len(text)
+        assert fwd[b, : n + 1].tolist() == [boundary, *_ids(text)]
+        assert bwd[b, : n + 1].tolist() == [boundary, *_ids(text[::-1])]
+        assert set(fwd[b, n + 1 :].tolist()) <= {boundary}  # padding
+        assert ends[b, : len(sentence)].tolist() == [e + 1 for e in text_ends]
+        assert starts[b, : len(sentence)].tolist() == [s + 1 for s in text_starts]
+
+
+def _char_lm(tmp_path, direction: str) -> str:
+    from seqnlp.cli import main
+
+    root = tmp_path / f"lm-{direction}"
+    main(["fit", str(ROOT / "recipes" / "quickstart" / "charlm.yaml"), "--data.direction",
+          direction, "--model.hidden_size", "16", "--model.embedding_dim", "8",
+          "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+          "--trainer.logger", "false", "--data.cache_dir", str(tmp_path / "hf")])  # fmt: skip
+    return str(next(root.rglob("last.ckpt")))
+
+
+def test_a_tagger_with_char_lms_stands_alone(tiny_ner, tmp_path, monkeypatch):
+    """The LMs' weights travel inside the tagger: with the LM files gone, the checkpoint
+    and its exported folder predict what the model predicted in memory."""
+    import shutil
+
+    import seqnlp
+    from seqnlp.cli import main
+    from seqnlp.export.writer import export_model
+
+    monkeypatch.chdir(tmp_path)
+    lms = [_char_lm(tmp_path, "forward"), _char_lm(tmp_path, "backward")]
+    main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset", "null",
+          "--data.train", str(tiny_ner["train"]), "--data.validation", str(tiny_ner["validation"]),
+          "--data.cache_dir", str(tmp_path / "hf"), "--model.init_args.char_lms", json.dumps(lms),
+          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    ckpt = next((tmp_path / "runs" / "quickstart-ner").rglob("last.ckpt"))
+    predictor = seqnlp.load(str(ckpt))
+    features = predictor.network.char_lms
+    assert features is not None and features.backward == [False, True]
+    assert features.output_size == 32
+    sentences = ["Juan Pérez vive en Madrid .", "La casa"]
+    records = predictor.predict(sentences)
+    for direction in ("forward", "backward"):
+        shutil.rmtree(tmp_path / f"lm-{direction}")  # the LM runs, files and all
+    assert seqnlp.load(str(ckpt)).predict(sentences) == records
+    export_model(str(ckpt), str(tmp_path / "model"))
+    assert seqnlp.load(str(tmp_path / "model")).predict(sentences) == records
+    with pytest.raises(ValueError, match="no character language models"):
+        export_model(str(ckpt), str(tmp_path / "m2"), onnx=True)
+    # int8: the LMs' LSTMs run quantized too
+    int8 = seqnlp.load(str(ckpt), quantize="int8").predict(sentences)
+    assert [len(r["tags"]) for r in int8] == [len(r["tags"]) for r in records]
+
+
+def test_a_word_language_model_is_refused(tmp_path):
+    from seqnlp.tasks.char_lms import read_char_lm
+    from seqnlp.tokenization import Vocab
+
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        read_char_lm(tmp_path / "missing.ckpt", Vocab(["a"]))
