@@ -284,11 +284,19 @@ class RNNEncoder(nn.Module):
         if way == "padded":
             assert self.rnn is not None
             return run_padded(self.rnn, inputs, lengths, initial)
+        outputs, final = self._packed(inputs, lengths, initial)
+        return outputs, final[0] if isinstance(final, tuple) else final
+
+    def _packed(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
+    ) -> tuple[torch.Tensor, State]:
+        """torch's module over the packed batch: outputs (batch, time, output_size) and
+        its whole final state, each row's after its last real step."""
         assert self.rnn is not None
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
-        return outputs, final[0] if isinstance(final, tuple) else final
+        return outputs, final
 
     def _run_layered(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial: State | None
@@ -347,10 +355,7 @@ class RNNEncoder(nn.Module):
                 "the whole final state of a layered LSTM over rows of different lengths is "
                 "not kept: run rows of one length"
             )
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed, initial)
-        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
-        return outputs, final
+        return self._packed(inputs, lengths, initial)
 
     def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One time step of a unidirectional encoder, in constant memory: x (batch,

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import _VF, Tensor, nn
+from torch import Tensor, nn
 
 from seqnlp.nn.cells import CustomCell
 from seqnlp.nn.dropout import drop_weight, locked_mask
-from seqnlp.nn.padded_rnn import reversal_index, reverse_within
+from seqnlp.nn.padded_rnn import reversal_index, reverse_within, torch_layer
 
 
 @dataclass
@@ -38,22 +38,6 @@ class Stack:
     residual: bool
     norms: nn.ModuleList | None  # num_layers - 1 LayerNorms, after every layer but the top
     training: bool
-
-
-def _torch_layer(
-    rnn: nn.RNNBase, x: Tensor, h0: Tensor, c0: Tensor | None, weights: list[Tensor]
-) -> tuple[Tensor, Tensor | None]:
-    """One single-direction torch layer over padded x (batch, time, in): hidden states
-    (batch, time, hidden) and, for an LSTM, the cell state after the last step (1,
-    batch, hidden)."""
-    # has_biases, num_layers, dropout, train, bidirectional, batch_first
-    args = (rnn.bias, 1, 0.0, rnn.training, False, True)
-    if rnn.mode == "LSTM":
-        assert c0 is not None
-        out, _, c = _VF.lstm(x, (h0, c0), weights, *args)
-        return out, c
-    run = {"GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}[rnn.mode]
-    return run(x, h0, weights, *args)[0], None
 
 
 def run_layered(
@@ -104,7 +88,7 @@ def run_layered(
                 w = list(flat[s * per_state : (s + 1) * per_state])
                 w[1] = drop_weight(w[1], stack.weight_drop, stack.training)  # weight_hh
                 c_in = c_s.unsqueeze(0) if c_s is not None else None
-                out, c_last = _torch_layer(stack.rnn, seq, h_s.unsqueeze(0), c_in, w)
+                out, c_last = torch_layer(stack.rnn, seq, h_s.unsqueeze(0), c_in, w)
                 if c_last is not None and full:
                     c_final = c_last[0]
                 elif c_last is not None:

@@ -33,18 +33,21 @@ def reverse_within(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
-def _layer(
+def torch_layer(
     rnn: nn.RNNBase, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     weights: list[torch.Tensor],
-) -> torch.Tensor:  # fmt: skip
-    """One single-direction layer over padded x (batch, time, in): outputs (batch, time, hidden)."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """One single-direction layer of ``rnn`` over padded x (batch, time, in) with the
+    given weights (its own, or a dropped copy): outputs (batch, time, hidden) and, for
+    an LSTM, the cell state after the last step (1, batch, hidden), else None."""
     # has_biases, num_layers, dropout, train, bidirectional, batch_first
     args = (rnn.bias, 1, 0.0, rnn.training, False, True)
     if rnn.mode == "LSTM":
         assert c0 is not None
-        return _VF.lstm(x, (h0, c0), weights, *args)[0]
+        out, _, c = _VF.lstm(x, (h0, c0), weights, *args)
+        return out, c
     run = {"GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}[rnn.mode]
-    return run(x, h0, weights, *args)[0]
+    return run(x, h0, weights, *args)[0], None
 
 
 def run_padded(
@@ -102,10 +105,10 @@ def run_padded(
             c = c0[s : s + 1] if c0 is not None else None
             w = weights[s * per_state : (s + 1) * per_state]
             if direction == 0:
-                out = _layer(rnn, x, h0[s : s + 1], c, w)  # (batch, time, hidden)
+                out = torch_layer(rnn, x, h0[s : s + 1], c, w)[0]  # (batch, time, hidden)
                 finals.append(out.gather(1, last).squeeze(1))  # (batch, hidden)
             else:
-                out = flip(_layer(rnn, flip(x), h0[s : s + 1], c, w))
+                out = flip(torch_layer(rnn, flip(x), h0[s : s + 1], c, w)[0])
                 finals.append(out[:, 0])  # the state after the whole reversed sequence
             outputs.append(out)
         x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
