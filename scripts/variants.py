@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every run (after --)")
     args = parser.parse_args()
     recipe, folder, dataset, val_metric, test_metric = TASKS[args.task]
+    if args.task == "conll_es" and args.grid == "cells":
+        parser.error("the tagger's word encoder is always bidirectional: use --grid cells-bi")
     test_source = f"{dataset}:test"
     resolve_named(dataset, "test")  # fails now, in one line, where the data is missing
     out_json = Path(args.json)
@@ -84,10 +86,13 @@ def main() -> None:
     for name, variant in GRIDS[args.grid].items():
         if args.only and name not in args.only:
             continue
+        if args.task == "conll_es" and "--model.bidirectional" in variant:  # always bidirectional
+            flag = variant.index("--model.bidirectional")
+            variant = variant[:flag] + variant[flag + 2 :]
         for seed in args.seeds:
             if any(r["variant"] == name and r["seed"] == seed for r in done["runs"]):
                 continue
-            run = Path(args.out).resolve() / f"{args.grid}-{name}-seed{seed}"
+            run = Path(args.out).resolve() / f"{args.task}-{args.grid}-{name}-seed{seed}"
             run.mkdir(parents=True, exist_ok=True)
             command = [
                 sys.executable, "-m", "seqnlp", "fit", str(ROOT / "recipes" / recipe),
