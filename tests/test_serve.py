@@ -26,6 +26,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import seqnlp  # noqa: E402
+from seqnlp.cli.serving import server_parts  # noqa: E402
 from seqnlp.serve import Limits, MicroBatcher, RequestError, parse_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +166,18 @@ def test_translator_with_its_options(servers: dict[str, Server], client: Any) ->
     assert answer.json()["outputs"] == plain(expected)
     metadata = client.get(servers["translation"].url + "/metadata").json()
     assert metadata["options"]["beam_size"] == 2
+
+
+def test_startup_line_names_the_http_parser_and_event_loop(
+    servers: dict[str, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httptools and uvloop (the serve extra) are used where they import, and said."""
+    http, loop = server_parts()
+    for server in servers.values():
+        assert f"HTTP parser {http}, event loop {loop}" in server.log_text()
+    monkeypatch.setitem(sys.modules, "httptools", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert server_parts() == ("h11", "asyncio")
 
 
 def test_health_and_metadata(servers: dict[str, Server], client: Any) -> None:

@@ -100,6 +100,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_parts() -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop (C; the ``serve``
+    extra installs both) where they import, else uvicorn's pure-Python h11 parser and
+    asyncio's own loop, which work alike but cost more CPU per request. The startup
+    line names the two in use."""
+    parts = []
+    for module, fast, slow in (("httptools", "httptools", "h11"), ("uvloop", "uvloop", "asyncio")):
+        try:
+            __import__(module)
+        except ImportError:
+            parts.append(slow)
+        else:
+            parts.append(fast)
+    return parts[0], parts[1]
+
+
 def run_serve(argv: Sequence[str]) -> None:
     """``seqnlp serve``: bind, load the model once, serve until SIGTERM / Ctrl-C (exit 0).
 
@@ -131,8 +147,9 @@ def run_serve(argv: Sequence[str]) -> None:
         app = create_app(predictor, limits=Limits(args.max_chars, args.max_inputs),
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                          threads=args.threads, model=args.model)  # fmt: skip
+        http, loop = server_parts()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                proxy_headers=False)  # fmt: skip
+                                proxy_headers=False, http=http, loop=loop)  # fmt: skip
         server = uvicorn.Server(config)
         sock.listen(config.backlog)  # connections wait from now on; none is refused
     except BaseException:
@@ -140,8 +157,8 @@ def run_serve(argv: Sequence[str]) -> None:
         raise
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    logger.info("serving the %s model %s at %s (POST /predict, GET /health, GET /metadata)",
-                predictor.task, args.model, url)
+    logger.info("serving the %s model %s at %s (POST /predict, GET /health, GET /metadata; "
+                "HTTP parser %s, event loop %s)", predictor.task, args.model, url, http, loop)
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown (requests in flight are
     # answered), then sends the signal again to the handler it found: this one records
     # it, so that the command ends normally, exit status 0.
