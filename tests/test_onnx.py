@@ -20,7 +20,7 @@ from seqnlp.export.folder import read_config
 from seqnlp.export.writer import export_model
 from seqnlp.onnx_runtime.crf import NumpyCRF
 
-pytest.importorskip("onnxruntime")
+onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints" / "v0.1.0"
@@ -241,3 +241,46 @@ def test_prediction_runs_where_torch_cannot_be_imported(name, folders):
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout)
     assert_records_close(got, seqnlp.load(folder).predict(inputs), name)
+
+
+FOLDS = [  # classifier options, and whether the first layer's embedding is folded
+    ({"cell": "lstm"}, True),
+    ({"cell": "lstm", "num_layers": 2, "learn_initial_state": True, "pooling": "mean"}, True),
+    ({"cell": "lstm", "pooling": "max", "forget_bias": 1.0}, True),
+    ({"cell": "lstm", "bidirectional": True}, False),
+    ({"cell": "gru"}, False),
+]
+
+
+@pytest.mark.parametrize(("options", "folded"), FOLDS)
+def test_the_classifier_graph_folds_its_embedding_into_a_forward_lstm(options, folded, tmp_path):
+    """Folded or not as the first layer allows; either way the logits equal the torch
+    network's on padded batches, a batch of one and one-token rows."""
+    from types import SimpleNamespace
+
+    from seqnlp.export.onnx import write_graphs
+    from seqnlp.models.classifier import ClassifierNetwork
+
+    torch.manual_seed(0)
+    network = ClassifierNetwork(50, 3, embedding_dim=7, hidden_size=5, **options)
+    if options.get("learn_initial_state"):  # non-zero learned states
+        with torch.no_grad():
+            for p in network.encoder.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    info = write_graphs(SimpleNamespace(task="classification", network=network), tmp_path)
+    assert info["folded_embedding"] is folded and info["max_abs_diff"] <= 1e-4
+    graph = onnx.load(str(tmp_path / info["graph"])).graph
+    kinds = {node.op_type for node in graph.node}
+    assert ("Loop" in kinds) is folded and ("embedding.weight" in {
+        t.name for t in graph.initializer}) is not folded  # fmt: skip
+    session = onnxruntime.InferenceSession(str(tmp_path / info["graph"]),
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    rng = np.random.default_rng(1)
+    for lengths in ([4, 1, 9, 2], [1], [3, 3]):
+        ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+        for row, n in enumerate(lengths):
+            ids[row, :n] = rng.integers(1, 50, size=n)
+        got = session.run(None, {"token_ids": ids, "lengths": np.array(lengths)})[0]
+        with torch.inference_mode():
+            want = network.eval()(torch.from_numpy(ids), torch.tensor(lengths)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -17,7 +17,10 @@ torch predictors' code wherever it is not torch.
   only. The CRF's scores (start, transitions, end) go into ``config.json`` under
   ``onnx.crf`` for the NumPy Viterbi and forward-backward (``seqnlp.onnx_runtime.crf``).
 - classifier: ``onnx/classifier.onnx``: ``token_ids`` (batch, time) and ``lengths``
-  (batch,) -> ``logits`` (batch, classes).
+  (batch,) -> ``logits`` (batch, classes). Where the first layer is a forward LSTM,
+  its float32 graph folds the embedding into the layer's input weights
+  (``seqnlp.export.onnx_fold``: 1.6x faster in ONNX Runtime, a larger file);
+  ``folded_embedding`` in its entry says whether it did.
 - translator: ``seqnlp.export.onnx_translator``.
 
 Exported with torch's TorchScript exporter (``dynamo=False``), each recurrent layer as
@@ -89,13 +92,15 @@ def write_graphs(system: Any, folder: str | Path, quantize: str | None = None) -
                                           out / "tagger.chars.onnx")  # fmt: skip
         else:
             graphs = {"classifier": _export(exported, exported, out / "classifier.onnx")}
-    worst = (_check_tagger if tagger else _check_classifier)(network, out, graphs)
-    for entry in graphs.values():
+    for entry in graphs.values():  # int8 from the graphs as traced (int8 LSTM kernels)
         entry["int8"] = None
         if quantize == "int8":
             int8 = out / Path(entry["graph"]).name.replace(".onnx", ".int8.onnx")
             quantize_graph(out / Path(entry["graph"]).name, int8)
             entry["int8"] = f"{ONNX_DIR}/{int8.name}"
+    if not tagger:
+        graphs["classifier"]["folded_embedding"] = _fold(out / "classifier.onnx")
+    worst = (_check_tagger if tagger else _check_classifier)(network, out, graphs)
     main = graphs.pop("tagger" if tagger else "classifier")
     info: dict[str, Any] = {"opset": OPSET, **main, "max_abs_diff": worst,
                             "exporter": f"torch {torch.__version__} (TorchScript, dynamo=False)"}
@@ -131,6 +136,22 @@ def check_exportable(network: nn.Module) -> None:
                 f"residual connections, layer norm or options of its own: export without "
                 f"--format onnx (the folder predicts with torch)"
             )
+
+
+def _fold(graph: Path) -> bool:
+    """Fold the classifier graph's embedding into its first LSTM layer where it can
+    (``seqnlp.export.onnx_fold``; float32 only: the int8 graph keeps ONNX Runtime's
+    int8 LSTM); whether it did."""
+    import onnx
+
+    from seqnlp.export.onnx_fold import fold_first_lstm
+
+    model = onnx.load(str(graph))
+    if not fold_first_lstm(model):
+        return False
+    onnx.save(model, str(graph))
+    onnx.checker.check_model(str(graph))
+    return True
 
 
 def quantize_graph(graph: Path, int8: Path) -> None:
