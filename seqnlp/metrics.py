@@ -1,8 +1,10 @@
 """Every scorer: entities (seqeval), classification, translation (sacreBLEU), each
-computed once on the predictions of every rank gathered."""
+computed once on the predictions of every rank gathered, and a language model's
+bits per character or perplexity."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,3 +153,13 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }
+
+
+def stream_scores(nll: float, predictions: int, level: str) -> dict[str, float]:
+    """Scores of ``predictions`` next-token predictions whose negative log-likelihoods
+    (nats) sum to ``nll``: ``nll`` per token, and ``bpc`` (``level`` char) or ``ppl``."""
+    if predictions < 1:
+        raise ValueError("no predictions to score")
+    mean = nll / predictions
+    main = {"bpc": mean / math.log(2)} if level == "char" else {"ppl": math.exp(mean)}
+    return {**main, "nll": mean, "predictions": float(predictions)}

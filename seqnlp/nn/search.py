@@ -1,4 +1,4 @@
-"""Greedy and batched beam search, apart from the model that they drive.
+"""Greedy and batched beam search, and sampling, apart from the model that they drive.
 
 A model enters only through two functions (``forced_decode`` needs only the first):
 
@@ -15,6 +15,8 @@ reaches its limit. Returned token lists exclude ``bos`` and ``eos``.
 ``forced_decode`` feeds given tokens instead (teacher forcing; scheduled sampling
 swaps in some of the model's own predictions), and keeps autograd: training and
 attention maps run the decoder through it rather than through loops of their own.
+``sample`` draws one row's tokens from the step function's distribution (a language
+model's generation).
 """
 
 from __future__ import annotations
@@ -176,3 +178,23 @@ def _backtrack(
         hyps.sort(key=lambda h: -h.score)
         results.append(hyps[:n_best])
     return results
+
+
+@torch.no_grad()
+def sample(
+    step: Any, state: Any, first: int, eos: int, max_len: int, temperature: float,
+    generator: torch.Generator,
+) -> list[int]:  # fmt: skip
+    """Ancestral sampling through a step function (``seqnlp.nn.search``'s ``step``): one
+    row, the next token drawn from softmax(log-probabilities / ``temperature``) each
+    time, ending after ``max_len`` tokens or at ``eos`` (left out of the result)."""
+    token = torch.tensor([first], device=generator.device)
+    out: list[int] = []
+    for _ in range(max_len):
+        log_probs, state = step(token, state)  # (1, tokens)
+        probs = (log_probs / temperature).softmax(dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (1,)
+        if int(token) == eos:
+            break
+        out.append(int(token))
+    return out

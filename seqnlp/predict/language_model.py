@@ -11,12 +11,12 @@ import torch
 
 from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.text_streams import TextSource, paragraphs
+from seqnlp.metrics import stream_scores
 from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.nn.encoder import State
-from seqnlp.nn.search import greedy_search
+from seqnlp.nn.search import greedy_search, sample
 from seqnlp.predict.base import Record
 from seqnlp.predict.torch_base import TorchPredictor
-from seqnlp.tasks.language_model import stream_scores
 
 
 class LanguageModelPredictor(TorchPredictor):
@@ -187,23 +187,3 @@ class LanguageModelStream:
 
     def distribution(self) -> dict[str, float]:
         return self.predictor.distribution(self._scores, self.top_k)
-
-
-@torch.no_grad()
-def sample(
-    step: Any, state: Any, first: int, eos: int, max_len: int, temperature: float,
-    generator: torch.Generator,
-) -> list[int]:  # fmt: skip
-    """Ancestral sampling through a step function (``seqnlp.nn.search``'s ``step``): one
-    row, the next token drawn from softmax(log-probabilities / ``temperature``) each
-    time, ending after ``max_len`` tokens or at ``eos`` (left out of the result)."""
-    token = torch.tensor([first], device=generator.device)
-    out: list[int] = []
-    for _ in range(max_len):
-        log_probs, state = step(token, state)  # (1, tokens)
-        probs = (log_probs / temperature).softmax(dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (1,)
-        if int(token) == eos:
-            break
-        out.append(int(token))
-    return out

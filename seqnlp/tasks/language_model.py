@@ -14,6 +14,7 @@ from torch import nn
 from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.language_model import LanguageModelBatch
 from seqnlp.distributed import rank_and_world
+from seqnlp.metrics import stream_scores
 from seqnlp.models.language_model import LanguageModelNetwork, detach_state
 from seqnlp.nn.dropout import DropoutMode
 from seqnlp.nn.encoder import Cell, Init, State
@@ -142,16 +143,6 @@ class LanguageModel(System):
             log.warning("the checkpoint holds the carried state of %d process(es), this run "
                         "has %d: a resumed epoch starts from the initial state",
                         len(states), world)  # fmt: skip
-
-
-def stream_scores(nll: float, predictions: int, level: str) -> dict[str, float]:
-    """Scores of ``predictions`` next-token predictions whose negative log-likelihoods
-    (nats) sum to ``nll``: ``nll`` per token, and ``bpc`` (``level`` char) or ``ppl``."""
-    if predictions < 1:
-        raise ValueError("no predictions to score")
-    mean = nll / predictions
-    main = {"bpc": mean / math.log(2)} if level == "char" else {"ppl": math.exp(mean)}
-    return {**main, "nll": mean, "predictions": float(predictions)}
 
 
 def _on(state: State | None, device: torch.device) -> State | None:
