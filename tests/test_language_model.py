@@ -449,3 +449,24 @@ def test_two_processes_fit_and_validate_as_one(tmp_path, monkeypatch):
     # The 2-process run's last validation, and 1 process validating its checkpoint.
     assert float(rows[0]["val/bpc"]) == pytest.approx(float(rows[1]["val/bpc"]), abs=1e-5)
     assert rows[0]["val/predictions"] == rows[1]["val/predictions"]
+
+
+def test_the_raw_text_corpora_are_named_datasets_of_the_catalog(tmp_path, monkeypatch):
+    """``unlabeled_es`` / ``unlabeled_nl`` / ``sample_charlm`` are catalog entries of
+    task ``language_model``: found under $SEQNLP_DATA (never downloaded), refused by
+    the labelled tasks, and the labelled datasets are refused as raw text."""
+    from seqnlp.data.sources import CATALOG
+    from seqnlp.data.tagging import TaggingDataModule
+
+    assert {"unlabeled_es", "unlabeled_nl", "sample_charlm"} <= {
+        name for name, entry in CATALOG.items() if entry.task == "language_model"}  # fmt: skip
+    assert TextSource.parse("sample_charlm:train").path.is_file()
+    monkeypatch.setenv("SEQNLP_DATA", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"unlabeled_nl:train not found at .*unlabeled/nl\.txt"
+                       r"\.xz.*SEQNLP_DATA"):  # fmt: skip
+        TextSource.parse("unlabeled_nl:train")
+    with pytest.raises(ValueError, match="neither an existing file nor a named corpus of raw"):
+        TextSource.parse("conll2002_es:train")
+    with pytest.raises(ValueError, match="raw text for language models, without labels"):
+        TaggingDataModule(train="unlabeled_es:train").setup("fit")

@@ -291,3 +291,11 @@ def test_real_ned_train_drops_docstart() -> None:
     assert len(records) == 15806
     assert all("-DOCSTART-" not in r["tokens"] for r in records)
     assert all(len(r["tokens"]) == len(r["tags"]) for r in records)
+
+
+@pytest.mark.realdata
+@realdata
+@pytest.mark.parametrize("name", ["unlabeled_es", "unlabeled_nl"])
+def test_real_raw_text_corpora_checksums(name: str) -> None:
+    path = resolve_named(name, "train", download=False)
+    assert path.parent == Path(_DATA or "").expanduser() / "unlabeled"

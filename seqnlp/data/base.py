@@ -225,6 +225,9 @@ class SeqDataModule(pl.LightningDataModule):
         SHA-256 that keys its cache (a task whose sources span several files
         overrides this)."""
         if source.kind == "named":
+            if CATALOG[source.name].task == "language_model":
+                raise ValueError(f"{source.spec} is raw text for language models, without "
+                                 f"labels: give a labelled file or dataset")  # fmt: skip
             # resolve_named has verified the file against the catalog's digest.
             path = resolve_named(source.name, source.split)
             return str(path), CATALOG[source.name].splits[source.split].sha256

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.codecs import LanguageModelCodec, LMDirection, LMLevel
 from seqnlp.data.resumable import MidEpochState
-from seqnlp.data.text_streams import LM_CORPORA, TextSource, encoded_ids, paragraphs
+from seqnlp.data.sources import CATALOG
+from seqnlp.data.text_streams import TextSource, encoded_ids, paragraphs, text_corpora
 
 SPLITS = ("train", "validation", "test")
 
@@ -202,10 +203,10 @@ class LanguageModelDataModule(SeqDataModule):
             raise ValueError("data.holdout_every and data.validation are both set: the "
                              "validation split is one or the other")  # fmt: skip
         if dataset is not None:
-            if dataset not in LM_CORPORA:
+            if dataset not in text_corpora():
                 raise ValueError(f"data.dataset {dataset!r} is not a named corpus of raw text "
-                                 f"({', '.join(LM_CORPORA)})")  # fmt: skip
-            self.sources = {s: f"{dataset}:{s}" if s in LM_CORPORA[dataset] else None
+                                 f"({', '.join(text_corpora())})")  # fmt: skip
+            self.sources = {s: f"{dataset}:{s}" if s in CATALOG[dataset].splits else None
                             for s in SPLITS}  # fmt: skip
         self.text = {split: TextSource.parse(spec, encoding) if spec else None
                      for split, spec in self.sources.items()}  # fmt: skip

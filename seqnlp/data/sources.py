@@ -137,6 +137,37 @@ CATALOG: dict[str, NamedDataset] = {
         ),
         language="en", pretokenized=True,
     ),
+    # Raw text for language models (task "language_model"): one paragraph per line,
+    # no labels; not downloadable (../shared/data/SOURCES.md gives their sources).
+    "unlabeled_es": NamedDataset(
+        "unlabeled_es",
+        "language_model",
+        "unlabeled Spanish, 120 MiB: 19th-century novels and Uruguayan laws",
+        {"train": CatalogFile(
+            "unlabeled/es.txt.xz",
+            "6feea018a26a658dbcfcf41d29ca485e48d6663b669789cbcb05de303277d6c8", "")},
+        language="es",
+    ),
+    "unlabeled_nl": NamedDataset(
+        "unlabeled_nl",
+        "language_model",
+        "unlabeled Dutch, 93 MiB: Dutch laws",
+        {"train": CatalogFile(
+            "unlabeled/nl.txt.xz",
+            "b3e989020ce619378f08010afe886efab48bc0cc87742b7ad71caac29ff9d6a8", "")},
+        language="nl",
+    ),
+    "sample_charlm": NamedDataset(
+        "sample_charlm",
+        "language_model",
+        "small Spanish text sample shipped in the package (quickstart, not a benchmark)",
+        {split: CatalogFile(f"charlm/{split}.txt", digest, "", packaged=True)
+         for split, digest in (
+             ("train", "030ab11a39257f3dbb03f96cd5355c3032ead7859a4328263863003e6634af7c"),
+             ("validation", "b4c28c197aa75331edb6f0453c9d8c4a77efd99e33e044dfcaede1c76f077d61"),
+         )},
+        language="es",
+    ),
     "sst2": NamedDataset(
         "sst2",
         "classification",
@@ -308,7 +339,7 @@ def resolve_named(name: str, split: str, download: bool = True) -> Path:
             _verify(path, entry)
             return path
     where = roots[0] / entry.path
-    if not download:
+    if not download or not entry.url:  # some are not to be downloaded (raw text)
         raise ValueError(_missing_message(name, split, where))
     _download(entry, where, _missing_message(name, split, where))
     _verify(where, entry)

@@ -23,24 +23,8 @@ import numpy as np
 
 from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.lines import check_encoding, decode_lines
-from seqnlp.data.sources import DATA_ENV, PACKAGE_SAMPLES, data_root, sha256sum
+from seqnlp.data.sources import CATALOG, resolve_named, sha256sum
 
-#: named corpora of raw text, per split: (path under $SEQNLP_DATA or, packaged, under
-#: seqnlp/samples/, SHA-256, packaged).
-LM_CORPORA: dict[str, dict[str, tuple[str, str, bool]]] = {
-    "unlabeled_es": {"train": (
-        "unlabeled/es.txt.xz", "6feea018a26a658dbcfcf41d29ca485e48d6663b669789cbcb05de303277d6c8",
-        False)},
-    "unlabeled_nl": {"train": (
-        "unlabeled/nl.txt.xz", "b3e989020ce619378f08010afe886efab48bc0cc87742b7ad71caac29ff9d6a8",
-        False)},
-    "sample_charlm": {
-        "train": ("charlm/train.txt",
-                  "030ab11a39257f3dbb03f96cd5355c3032ead7859a4328263863003e6634af7c", True),
-        "validation": ("charlm/validation.txt",
-                       "b4c28c197aa75331edb6f0453c9d8c4a77efd99e33e044dfcaede1c76f077d61", True),
-    },
-}  # fmt: skip
 _NAMED = re.compile(r"^([A-Za-z][\w.-]*):(train|validation|test)$")
 #: bump when the id files' layout changes (it keys the cache).
 _ID_FORMAT = 1
@@ -66,11 +50,13 @@ class TextSource:
         match = _NAMED.match(spec)
         if match and not Path(spec).exists():
             name, split = match.groups()
-            if name not in LM_CORPORA or split not in LM_CORPORA[name]:
-                known = ", ".join(f"{n}:{s}" for n, splits in LM_CORPORA.items() for s in splits)
+            corpus = CATALOG.get(name)
+            if corpus is None or corpus.task != "language_model" or split not in corpus.splits:
+                known = ", ".join(f"{n}:{s}" for n in text_corpora() for s in CATALOG[n].splits)
                 raise ValueError(f"data source {spec!r} is neither an existing file nor a named "
                                  f"corpus of raw text ({known})")  # fmt: skip
-            return cls(spec, *_named_file(name, split), encoding)
+            path = resolve_named(name, split, download=False)  # checked against its SHA-256
+            return cls(spec, path, corpus.splits[split].sha256, encoding)
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"{spec}: no such text file")
@@ -80,21 +66,9 @@ class TextSource:
             raise ValueError(f"{spec}: cannot read data file ({err.strerror})") from None
 
 
-def _named_file(name: str, split: str) -> tuple[Path, str]:
-    relative, digest, packaged = LM_CORPORA[name][split]
-    root = PACKAGE_SAMPLES if packaged else data_root()
-    if root is None or not (root / relative).is_file():
-        where = f"${DATA_ENV}/{relative}" if root is None else str(root / relative)
-        raise ValueError(
-            f"named corpus {name}:{split} not found at {where}: set {DATA_ENV} to "
-            f"the folder that holds {relative} (e.g. SEQNLP_DATA=../shared/data)"
-        )
-    path = root / relative
-    actual = sha256sum(path)
-    if actual != digest:
-        raise ValueError(f"{path}: SHA-256 {actual} does not match the catalog's {digest}; the "
-                         f"file is damaged or a different version")  # fmt: skip
-    return path, digest
+def text_corpora() -> list[str]:
+    """The catalog's named corpora of raw text (``seqnlp.data.sources.CATALOG``)."""
+    return [name for name, entry in CATALOG.items() if entry.task == "language_model"]
 
 
 def _open_binary(path: Path) -> IO[bytes]:
