@@ -45,9 +45,7 @@ class ClassificationRecords(Predictor):
         raise NotImplementedError
 
     def predict_batch(self, items: Sequence[str]) -> list[Record]:
-        records: list[Record] = [
-            {"text": t, "label": None, "probability": None, "probabilities": {}} for t in items
-        ]
+        records: list[Record] = [self.empty_record(t) for t in items]
         codec = self.codec
         encoded = {
             i: (codec.encode_pretokenized if self.pretokenized or isinstance(t, Tokenized)
@@ -61,6 +59,11 @@ class ClassificationRecords(Predictor):
         for row, i in zip(probs, encoded, strict=True):
             records[i] = self.record(items[i], row)
         return records
+
+    @staticmethod
+    def empty_record(text: str) -> Record:
+        """The record of a text without tokens: no label."""
+        return {"text": text, "label": None, "probability": None, "probabilities": {}}
 
     def record(self, text: str, probabilities: Sequence[float]) -> Record:
         """The record of ``text`` whose class probabilities are ``probabilities``."""

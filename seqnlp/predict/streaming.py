@@ -43,8 +43,7 @@ class ClassificationStream:
         """Forget the text fed so far."""
         self._state: StreamState | None = None
         self._text: list[str] = []
-        self._record: Record = {"text": "", "label": None, "probability": None,
-                                "probabilities": {}}  # fmt: skip
+        self._record: Record = self.predictor.empty_record("")
 
     @torch.inference_mode()
     def feed(self, token: str) -> Record:
