@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from seqnlp.nn.cells import CustomCell
 from seqnlp.nn.dropout import drop_weight, locked_mask
-from seqnlp.nn.padded_rnn import reversal_index, reverse_within, torch_layer
+from seqnlp.nn.padded_rnn import Padding, torch_layer
 
 
 @dataclass
@@ -58,16 +58,9 @@ def run_layered(
         where a torch LSTM ran over a batch with padding (its fused kernel keeps only
         the state after the last padded step).
     """
-    batch, time, _ = inputs.shape
-    lengths = lengths.to(inputs.device)
-    full = bool((lengths == time).all())
-    mask = torch.arange(time, device=inputs.device) < lengths.unsqueeze(1)  # (batch, time)
-    last = (lengths - 1).view(batch, 1, 1).expand(batch, 1, stack.hidden_size)
-    index = None if full or stack.directions == 1 else reversal_index(lengths, time)
-
-    def flip(t: Tensor) -> Tensor:  # (batch, time, features), real steps reversed
-        return t.flip(1) if index is None else reverse_within(t, index)
-
+    time = inputs.size(1)
+    padding = Padding(lengths.to(inputs.device), time, stack.hidden_size, stack.directions == 2)
+    flip = padding.flip
     flat = stack.rnn._flat_weights if stack.rnn is not None else []
     per_state = len(flat) // (stack.num_layers * stack.directions) if flat else 0
     x, h_finals, c_finals = inputs, [], []
@@ -89,7 +82,7 @@ def run_layered(
                 w[1] = drop_weight(w[1], stack.weight_drop, stack.training)  # weight_hh
                 c_in = c_s.unsqueeze(0) if c_s is not None else None
                 out, c_last = torch_layer(stack.rnn, seq, h_s.unsqueeze(0), c_in, w)
-                if c_last is not None and full:
+                if c_last is not None and padding.full:
                     c_final = c_last[0]
                 elif c_last is not None:
                     cells_known = False
@@ -103,13 +96,10 @@ def run_layered(
                 state = (h_s, c_s) if c_s is not None else (h_s,)
                 out, cs = cell.run(seq, state, w_hh, state_mask)
                 if cs is not None:
-                    c_final = cs.gather(1, last).squeeze(1) if direction == 0 else (
-                        flip(cs)[:, 0])  # fmt: skip
-            if direction == 0:
-                h_finals.append(out.gather(1, last).squeeze(1))  # (batch, hidden)
-            else:
+                    c_final = padding.final(cs if direction == 0 else flip(cs), direction == 1)
+            if direction == 1:
                 out = flip(out)
-                h_finals.append(out[:, 0])  # the state after the whole reversed sequence
+            h_finals.append(padding.final(out, direction == 1))  # (batch, hidden)
             if c_final is not None:
                 c_finals.append(c_final)
             outputs.append(out)
@@ -118,7 +108,5 @@ def run_layered(
             x = x + layer_input
         if stack.norms is not None and layer < stack.num_layers - 1:
             x = stack.norms[layer](x)
-    if not full:
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
     c_out = torch.stack(c_finals) if cells_known and c_finals else None
-    return x, torch.stack(h_finals), c_out
+    return padding.zero_padding(x), torch.stack(h_finals), c_out

@@ -33,6 +33,41 @@ def reverse_within(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
+class Padding:
+    """A right-padded batch's bookkeeping for running it one direction at a time:
+    reversing each row within its length, the state after each row's last real step,
+    and zeros at padded positions.
+
+    Args:
+        lengths: (batch,) real lengths, each in 1..time.
+        time: padded length.
+        hidden: features of the outputs whose final states are read.
+        backwards: whether any direction runs backwards (only then is the reversal
+            index built).
+    """
+
+    def __init__(self, lengths: torch.Tensor, time: int, hidden: int, backwards: bool) -> None:
+        batch = lengths.size(0)
+        self.full = bool((lengths == time).all())
+        self.mask = torch.arange(time, device=lengths.device) < lengths.unsqueeze(1)
+        self.last = (lengths - 1).view(batch, 1, 1).expand(batch, 1, hidden)
+        self.index = None if self.full or not backwards else reversal_index(lengths, time)
+
+    def flip(self, t: torch.Tensor) -> torch.Tensor:
+        """t (batch, time, features) with each row's real steps reversed."""
+        return t.flip(1) if self.index is None else reverse_within(t, self.index)
+
+    def final(self, out: torch.Tensor, backward: bool) -> torch.Tensor:
+        """The state (batch, hidden) after a direction's last real step, from its
+        outputs (batch, time, hidden) in sentence order: forwards at each row's last
+        real position, backwards at position 0."""
+        return out[:, 0] if backward else out.gather(1, self.last).squeeze(1)
+
+    def zero_padding(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, time, features) with zeros at padded positions, as unpacking gives."""
+        return x if self.full else x.masked_fill(~self.mask.unsqueeze(-1), 0.0)
+
+
 def torch_layer(
     rnn: nn.RNNBase, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     weights: list[torch.Tensor],
@@ -87,14 +122,7 @@ def run_padded(
     # functional RNNs (``_VF``): layer by layer, direction by direction.
     weights = rnn._flat_weights
     per_state = len(weights) // states
-    mask = torch.arange(time, device=inputs.device) < lengths.unsqueeze(1)  # (batch, time)
-    last = (lengths - 1).view(batch, 1, 1).expand(batch, 1, rnn.hidden_size)
-    full = bool((lengths == time).all())
-    index = None if full or directions == 1 else reversal_index(lengths, time)  # once a call
-
-    def flip(t: torch.Tensor) -> torch.Tensor:  # (batch, time, features), real steps reversed
-        return t.flip(1) if index is None else reverse_within(t, index)
-
+    padding = Padding(lengths, time, rnn.hidden_size, directions == 2)
     x, finals = inputs, []
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout > 0:
@@ -106,12 +134,9 @@ def run_padded(
             w = weights[s * per_state : (s + 1) * per_state]
             if direction == 0:
                 out = torch_layer(rnn, x, h0[s : s + 1], c, w)[0]  # (batch, time, hidden)
-                finals.append(out.gather(1, last).squeeze(1))  # (batch, hidden)
             else:
-                out = flip(torch_layer(rnn, flip(x), h0[s : s + 1], c, w)[0])
-                finals.append(out[:, 0])  # the state after the whole reversed sequence
+                out = padding.flip(torch_layer(rnn, padding.flip(x), h0[s : s + 1], c, w)[0])
+            finals.append(padding.final(out, direction == 1))  # (batch, hidden)
             outputs.append(out)
         x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
-    if not full:
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-    return x, torch.stack(finals)
+    return padding.zero_padding(x), torch.stack(finals)
