@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from seqnlp.data import sources
+from seqnlp.data.catalog import CatalogFile, NamedDataset
 from seqnlp.data.parallel_readers import parallel_format, read_parallel
-from seqnlp.data.sources import CatalogFile, NamedDataset, parse_source, resolve_named
+from seqnlp.data.sources import parse_source, resolve_named
 
 
 def esc(path: str | Path) -> str:

@@ -11,11 +11,8 @@ from pathlib import Path
 import pytest
 
 from seqnlp.data import sources
+from seqnlp.data.catalog import CATALOG, PACKAGE_SAMPLES, CatalogFile, NamedDataset
 from seqnlp.data.sources import (
-    CATALOG,
-    PACKAGE_SAMPLES,
-    CatalogFile,
-    NamedDataset,
     Source,
     load_hub,
     parse_source,

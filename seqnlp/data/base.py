@@ -22,10 +22,9 @@ from datasets.exceptions import DatasetGenerationError
 from torch.utils.data import DataLoader
 
 from seqnlp.data.batching import BucketBatchSampler
+from seqnlp.data.catalog import CATALOG, NamedDataset
 from seqnlp.data.resumable import ResumableDataLoader
 from seqnlp.data.sources import (
-    CATALOG,
-    NamedDataset,
     Source,
     checksummed,
     load_hub,

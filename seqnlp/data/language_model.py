@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from seqnlp.data.base import SeqDataModule
+from seqnlp.data.catalog import CATALOG
 from seqnlp.data.codecs import LanguageModelCodec, LMDirection, LMLevel
 from seqnlp.data.resumable import MidEpochState
-from seqnlp.data.sources import CATALOG
 from seqnlp.data.text_streams import TextSource, encoded_ids, paragraphs, text_corpora
 
 SPLITS = ("train", "validation", "test")

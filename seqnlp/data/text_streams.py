@@ -21,9 +21,10 @@ from typing import IO, Literal
 
 import numpy as np
 
+from seqnlp.data.catalog import CATALOG
 from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.lines import check_encoding, decode_lines
-from seqnlp.data.sources import CATALOG, resolve_named, sha256sum
+from seqnlp.data.sources import resolve_named, sha256sum
 
 _NAMED = re.compile(r"^([A-Za-z][\w.-]*):(train|validation|test)$")
 #: bump when the id files' layout changes (it keys the cache).

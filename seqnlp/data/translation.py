@@ -12,9 +12,10 @@ import torch
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.batching import example_ids_of, pad_2d, pad_with_lengths
+from seqnlp.data.catalog import CATALOG
 from seqnlp.data.codecs import TranslationCodec
 from seqnlp.data.parallel_readers import ParallelFormat, language_files, read_parallel
-from seqnlp.data.sources import CATALOG, Source, checksummed, resolve_named, sha256sum
+from seqnlp.data.sources import Source, checksummed, resolve_named, sha256sum
 from seqnlp.text import TextNormalizer
 
 log = logging.getLogger(__name__)

@@ -164,7 +164,8 @@ def _parallel_path(source: Any, src_lang: str | None, tgt_lang: str | None) -> s
     """The path ``read_parallel`` reads for a parsed file or named source: a named
     dataset's split is its two language files (verified against the catalog), read
     through their common prefix (``resolve_parallel`` without the cache key, torch-free)."""
-    from seqnlp.data.sources import CATALOG, resolve_named
+    from seqnlp.data.catalog import CATALOG
+    from seqnlp.data.sources import resolve_named
 
     if source.kind != "named":
         return source.spec
