@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from seqnlp.data.classification import collate_classification
 from seqnlp.nn.encoder import RNNEncoder
 from seqnlp.nn.gates import trace_gates
 
@@ -17,9 +18,14 @@ def encoder_inputs(predictor: Any, text: str) -> tuple[list[str], RNNEncoder, to
     encoder, the translator's source encoder."""
     network = predictor.network
     if predictor.task == "classification":
-        ids = predictor.codec.encode_raw(text)
-        words = predictor.codec.tokenizer.as_vocab().itos
-        tokens, x = [words[i] for i in ids], network.embedding(torch.tensor(ids))
+        codec = predictor.codec
+        example = codec.encode_example(codec.raw_form(text))
+        words = codec.tokenizer.as_vocab().itos
+        tokens = [words[i] for i in example["token_ids"]]
+        x = torch.zeros(0)
+        if tokens:  # embeddings, and the character language models' features
+            batch = collate_classification([example])
+            x = network.features(batch.token_ids, batch.lengths, batch.char_ids)[0]
     elif predictor.task == "tagging":
         sentence = predictor.sentence(text)
         tokens = sentence.tokens

@@ -92,6 +92,44 @@ def _classifier(name: str, **sizes) -> NetworkCase:
     )  # fmt: skip
 
 
+_CHARS_RNG = random.Random(1)  # its own: the cases after these keep their data
+CLASSIFICATION_CHARS = [
+    {**e, "chars": [[_CHARS_RNG.randrange(1, 12) for _ in range(_CHARS_RNG.randint(1, 5))]
+                    for _ in e["tokens"]]}
+    for e in CLASSIFICATION
+]  # fmt: skip
+#: two tiny character LMs (forward, backward) over 14 symbols: 0 unknown, 1 the boundary,
+#: 2 the space.
+CHAR_LM_SPECS = [
+    {"network": {"num_tokens": 14, "embedding_dim": 4, "hidden_size": 5}, "backward": backward,
+     "space_id": 2, "boundary_id": 1}
+    for backward in (False, True)
+]  # fmt: skip
+
+
+def _classifier_with_char_lms(name: str) -> NetworkCase:
+    """Token embeddings and two fine-tuned character LMs' features of each token."""
+
+    def build() -> nn.Module:
+        network = ClassifierNetwork(25, 3, embedding_dim=8, hidden_size=6, num_chars=12,
+                                    char_lm_specs=CHAR_LM_SPECS, char_lm_trainable=True,
+                                    embedding_dropout=0.1, head_dropout=0.1)  # fmt: skip
+        network.char_lms.char_maps.copy_(torch.arange(12).add(2).expand(2, -1))
+        return network
+
+    def batch(examples: list[dict]) -> dict[str, torch.Tensor]:
+        return {**_classification_batch(examples),
+                "char_ids": pad_3d([e["chars"] for e in examples])}  # fmt: skip
+
+    def logits(net: nn.Module, b: dict) -> torch.Tensor:
+        return net(b["token_ids"], b["lengths"], b["char_ids"])
+
+    return NetworkCase(
+        name, build, CLASSIFICATION_CHARS, batch, lambda net, b: list(logits(net, b)),
+        lambda net, b: nn.functional.cross_entropy(logits(net, b), b["labels"]),
+    )  # fmt: skip
+
+
 TRANSLATION = [{"source": [*_ids(n, 20, 4), 3], "target": _ids(RNG.randint(1, 6), 18, 4)}
                for n in LENGTHS]  # fmt: skip
 BOS, EOS = 2, 3
@@ -139,6 +177,7 @@ NETWORKS = [
     _classifier("classifier-rnn-bi-max", cell="rnn", bidirectional=True, pooling="max",
                 init="orthogonal"),
     _classifier("classifier-gru-2layers-mean", cell="gru", num_layers=2, pooling="mean"),
+    _classifier_with_char_lms("classifier-char-lms-trainable"),
     _translator("translator-gru-additive", hidden_size=8),
     _translator("translator-lstm-dot-2layers", hidden_size=6, decoder_hidden_size=12,
                 attention="dot", cell="lstm", encoder_layers=2, decoder_layers=2),

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from seqnlp.data.base import SeqDataModule
-from seqnlp.data.batching import example_ids_of, pad_with_lengths
+from seqnlp.data.batching import example_ids_of, pad_3d, pad_with_lengths
 from seqnlp.data.classification_readers import TextFormat, read_labelled_text
 from seqnlp.data.codecs import ClassificationCodec
 from seqnlp.data.vectors import ExtendVocab, VectorsFormat, fit_vectors
@@ -29,13 +29,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class ClassificationBatch:
     """token_ids: (batch, time); mask: (batch, time) bool; lengths: (batch,);
-    labels: (batch,) or None; example_ids: (batch,) positions in the split, or None."""
+    labels: (batch,) or None; example_ids: (batch,) positions in the split, or None;
+    char_ids: (batch, time, chars) each token's character ids (0: padding) where the
+    codec has characters, else None."""
 
     token_ids: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     labels: torch.Tensor | None = None
     example_ids: torch.Tensor | None = None
+    char_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.token_ids.size(0)
@@ -72,21 +75,28 @@ def _pieces(codec: ClassificationCodec, text: str) -> list[str]:
 def encode_classification(
     batch: dict[str, list[Any]], codec: ClassificationCodec
 ) -> dict[str, list[Any]]:
-    """``Dataset.map`` function (batched): text and label to ids."""
-    out: dict[str, list[Any]] = {"token_ids": [codec.encode_text(t) for t in batch["text"]]}
+    """``Dataset.map`` function (batched): text and label to ids (and each token's
+    character ids, where the codec has characters)."""
+    examples = [codec.encode_example(codec.text_form(t)) for t in batch["text"]]
+    out: dict[str, list[Any]] = {"token_ids": [e["token_ids"] for e in examples]}
+    if codec.chars is not None:
+        out["char_ids"] = [e["char_ids"] for e in examples]
     if "label" in batch:
         out["label_id"] = [codec.labels.index(label) for label in batch["label"]]
     return out
 
 
 def collate_classification(examples: Sequence[dict[str, Any]]) -> ClassificationBatch:
+    """Pad encoded examples (``token_ids``; ``label_id``, ``char_ids``, ``example_id``
+    where they have them)."""
     token_ids, lengths, mask = pad_with_lengths([e["token_ids"] for e in examples])
     labels = (
         torch.tensor([e["label_id"] for e in examples], dtype=torch.long)
         if "label_id" in examples[0]
         else None
     )
-    return ClassificationBatch(token_ids, mask, lengths, labels, example_ids_of(examples))
+    chars = pad_3d([e["char_ids"] for e in examples]) if "char_ids" in examples[0] else None
+    return ClassificationBatch(token_ids, mask, lengths, labels, example_ids_of(examples), chars)
 
 
 class ClassificationDataModule(SeqDataModule):
@@ -121,6 +131,8 @@ class ClassificationDataModule(SeqDataModule):
             a vector that training lacks get rows of their own (``word`` tokenizer;
             SentencePiece pieces take the vectors of their own form, and no row is
             added).
+        chars: also each token's characters (``codec.chars``, fit on the training
+            tokens; ``word`` tokenizer only), which ``model.char_lms`` reads.
     """
 
     length_column = "token_ids"
@@ -151,6 +163,7 @@ class ClassificationDataModule(SeqDataModule):
         vectors_format: VectorsFormat = "auto",
         max_vectors: int | None = None,
         extend_vocab: ExtendVocab = "data",
+        chars: bool = False,
         batch_size: int = 32,
         eval_batch_size: int = 256,
         pool_factor: int = 1000,
@@ -164,6 +177,9 @@ class ClassificationDataModule(SeqDataModule):
             dataset, train, validation, test, batch_size, eval_batch_size, pool_factor,
             num_workers, seed, cache_dir, streaming, shuffle_buffer,
         )  # fmt: skip
+        if chars and tokenizer != "word":
+            raise ValueError(f"data.chars gives each word its characters: it needs data.tokenizer "
+                             f"word, not {tokenizer}")  # fmt: skip
         self.save_hyperparameters()
 
     def file_reader(self) -> Callable[[str], list[dict[str, Any]]]:
@@ -213,6 +229,7 @@ class ClassificationDataModule(SeqDataModule):
         else:
             tokenizer = WordTokenizer.fit(texts, h.min_word_freq, h.max_vocab_size, h.lowercase)
         labels = Vocab(sorted(set(train["label"])), pad=None, unk=None)
+        chars = ClassificationCodec.fit_chars(texts) if h.chars else None
         log.info(
             "tokenizer: %s, %d ids; labels %s; raw text: %s%s",
             h.tokenizer,
@@ -221,7 +238,8 @@ class ClassificationDataModule(SeqDataModule):
             raw.describe(),
             "" if pretokenized else " (training text too)",
         )
-        return self._with_vectors(ClassificationCodec(tokenizer, labels, raw, pretokenized), train)
+        codec = ClassificationCodec(tokenizer, labels, raw, pretokenized, chars)
+        return self._with_vectors(codec, train)
 
     def _with_vectors(self, codec: ClassificationCodec, train: Any) -> ClassificationCodec:
         """``codec`` with its pretrained vectors (``data.vectors``, if set), a word

@@ -207,55 +207,94 @@ class ClassificationCodec(StateEquality):
 
     Labels are ordered alphabetically, so class ids do not depend on frequencies.
 
+    A text reaches the tokenizer in the training text's *form* (``text_form``,
+    ``raw_form``, ``pretokenized_form``: tokens joined by single spaces); ``encode_example``
+    gives a form's ids.
+
     Args:
         tokenizer, labels: the vocabulary tokenizer (words or pieces) and label set.
         raw: how raw text becomes tokens in the training text's form
             (``seqnlp.text.RawText``); None for a codec saved before seqnlp 0.2, whose
             text goes to the tokenizer as it is.
         pretokenized: the training text was tokenized (and normalised) already.
+        chars: the characters of the training tokens (``<pad>`` = 0, ``<unk>`` = 1), for
+            models that read each token's characters (character language models);
+            None: examples carry token ids only.
+        max_token_chars: a token's characters kept (its first ones), with ``chars``.
     """
 
     def __init__(
         self, tokenizer: Tokenizer, labels: Vocab, raw: RawText | None = None,
-        pretokenized: bool = True,
+        pretokenized: bool = True, chars: Vocab | None = None, max_token_chars: int = 40,
     ) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.labels = labels
         self.raw = raw
         self.pretokenized = pretokenized
+        self.chars = chars
+        self.max_token_chars = max_token_chars
         #: pretrained vectors for rows of the tokenizer (``data.vectors``): set by the
         #: DataModule that fits the codec, read when training starts, never saved.
         self.vectors: PretrainedRows | None = None
 
+    @staticmethod
+    def fit_chars(forms: Iterable[str]) -> Vocab:
+        """The character vocabulary of the tokens of training texts in their form."""
+        return Vocab.fit(list(token) for form in forms for token in form.split())
+
+    def text_form(self, text: str) -> str:
+        """``text`` written as the training text was, in the form the tokenizer reads."""
+        return text if self.pretokenized else self.raw_form(text)
+
+    def raw_form(self, text: str) -> str:
+        """Raw ``text`` split and normalised as the training text was."""
+        return text if self.raw is None else " ".join(self.raw.tokenize(text)[0])
+
+    def pretokenized_form(self, text: str) -> str:
+        """White-space separated tokens, each normalised (for a corpus in the training
+        text's form, a no-op)."""
+        if self.raw is None:
+            return text
+        normalize = self.raw.normalizer.normalize
+        return " ".join(normalize(t) for t in text.split())
+
+    def encode_example(self, form: str) -> dict[str, list[Any]]:
+        """``token_ids`` of a text in its form and, with ``chars``, ``char_ids``: each
+        token's character ids (tokens, chars), its unknown characters ``<unk>``."""
+        example: dict[str, list[Any]] = {"token_ids": self.tokenizer.encode(form)}
+        if self.chars is not None:
+            n = self.max_token_chars
+            example["char_ids"] = [self.chars.encode(t[:n]) for t in form.split()]
+        return example
+
     def encode_text(self, text: str) -> list[int]:
         """Token ids of ``text`` written as the training text was."""
-        return self.tokenizer.encode(text) if self.pretokenized else self.encode_raw(text)
+        return self.tokenizer.encode(self.text_form(text))
 
     def encode_raw(self, text: str) -> list[int]:
         """Token ids of raw ``text``: split and normalised as the training text was."""
-        if self.raw is None:
-            return self.tokenizer.encode(text)
-        return self.tokenizer.encode(" ".join(self.raw.tokenize(text)[0]))
+        return self.tokenizer.encode(self.raw_form(text))
 
     def encode_pretokenized(self, text: str) -> list[int]:
         """Token ids of white-space separated tokens, each normalised (for a corpus in
         the training text's form, a no-op)."""
-        if self.raw is None:
-            return self.tokenizer.encode(text)
-        normalize = self.raw.normalizer.normalize
-        return self.tokenizer.encode(" ".join(normalize(t) for t in text.split()))
+        return self.tokenizer.encode(self.pretokenized_form(text))
 
     def state_dict(self) -> dict[str, Any]:
         state = {"tokenizer": self.tokenizer.state_dict(), "labels": self.labels.state_dict()}
         if self.raw is not None:
             state.update(raw=self.raw.state_dict(), pretokenized=self.pretokenized)
+        if self.chars is not None:  # absent before character language models
+            state.update(chars=self.chars.state_dict(), max_token_chars=self.max_token_chars)
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ClassificationCodec:
         raw = RawText.from_state(state["raw"]) if "raw" in state else None
+        chars = Vocab.from_state(state["chars"]) if "chars" in state else None
         return cls(tokenizer_from_state(state["tokenizer"]), Vocab.from_state(state["labels"]),
-                   raw, state.get("pretokenized", True))  # fmt: skip
+                   raw, state.get("pretokenized", True), chars,
+                   state.get("max_token_chars", 40))  # fmt: skip
 
 
 class TargetPieces(StateEquality):

@@ -1,10 +1,12 @@
-"""The recurrent text-classification network: token ids in, class scores out."""
+"""The recurrent text-classification network: token ids (and, with character language
+models, each token's character ids) in, class scores out."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
 from seqnlp.nn.embeddings import WordDropout
 from seqnlp.nn.encoder import Cell, Init, RNNEncoder, State, lengths_mask
@@ -16,7 +18,8 @@ StreamState = tuple[State | None, tuple[torch.Tensor, ...] | None]
 
 
 class ClassifierNetwork(nn.Module):
-    """Embeddings -> recurrent encoder -> pooling -> MLP head -> class scores.
+    """Embeddings [+ character language models' features] -> recurrent encoder ->
+    pooling -> MLP head -> class scores.
 
     Args:
         num_tokens, num_classes: vocabulary and label-set sizes.
@@ -33,6 +36,14 @@ class ClassifierNetwork(nn.Module):
         head_dropout: dropout before each head layer.
         freeze_embeddings: keep the embeddings fixed.
         pad_id, unk_id: the tokenizer's padding and unknown ids.
+        num_chars: the character vocabulary's size (with ``char_lm_specs``).
+        char_lm_specs: trained character language models whose states are token
+            features (contextual string embeddings, Akbik et al. 2018), one dict each,
+            as ``seqnlp.nn.contextual.ContextualCharFeatures.from_specs`` takes them.
+            Their weights, and ``char_lms.char_maps`` (each LM's id of each
+            character), are this network's. Each token's features follow its
+            embedding, under the same ``embedding_dropout``.
+        char_lm_trainable: fine-tune the language models (default: frozen).
         cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
             learn_initial_state: the recurrent options every task shares
             (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
@@ -64,6 +75,9 @@ class ClassifierNetwork(nn.Module):
         freeze_embeddings: bool = False,
         pad_id: int = 0,
         unk_id: int = 1,
+        num_chars: int = 0,
+        char_lm_specs: list[dict] | None = None,
+        char_lm_trainable: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_tokens, embedding_dim, padding_idx=pad_id)
@@ -76,8 +90,15 @@ class ClassifierNetwork(nn.Module):
         self.embedding.weight.requires_grad_(not freeze_embeddings)
         self.word_dropout = WordDropout(word_dropout, unk_id)
         self.embedding_dropout = SequenceDropout(embedding_dropout, dropout_mode)
+        self.char_lms: ContextualCharFeatures | None = None
+        features = embedding_dim
+        if char_lm_specs:
+            self.char_lms = ContextualCharFeatures.from_specs(
+                char_lm_specs, num_chars, char_lm_trainable
+            )
+            features += self.char_lms.output_size
         self.encoder = RNNEncoder(
-            embedding_dim, hidden_size, num_layers, cell, bidirectional, dropout,
+            features, hidden_size, num_layers, cell, bidirectional, dropout,
             learn_initial_state, init, residual=residual, layer_norm=layer_norm,
             dropout_mode=dropout_mode, weight_drop=weight_drop, forget_bias=forget_bias,
         )  # fmt: skip
@@ -94,19 +115,39 @@ class ClassifierNetwork(nn.Module):
         layers += [nn.Dropout(head_dropout), nn.Linear(size, num_classes)]
         self.head = nn.Sequential(*layers)
 
-    def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor, char_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Class scores (batch, classes) of right-padded token ids (batch, time) whose
-        real lengths (batch,) are each >= 1."""
+        real lengths (batch,) are each >= 1; ``char_ids`` (batch, time, chars): each
+        token's character ids (0: padding), which the character language models read
+        (required with them, ignored without)."""
         mask = lengths_mask(lengths, token_ids.size(1))  # (batch, time)
-
-        def embed(ids: torch.Tensor) -> torch.Tensor:  # (batch, time, embedding_dim)
-            return self.embedding_dropout(self.embedding(self.word_dropout(ids, mask)))
-
         # states: (batch, time, output_size); final: (layers * directions, batch, hidden)
-        states, final = self.encoder.encode_tokens(self.embedding, token_ids, lengths, embed)
+        if self.char_lms is None:  # the first layer may read the embedding table folded
+            states, final = self.encoder.encode_tokens(
+                self.embedding, token_ids, lengths, lambda ids: self.features(ids, lengths)
+            )
+        else:
+            states, final = self.encoder(self.features(token_ids, lengths, char_ids), lengths)
         if self.pooling is None:  # ``last``: the top layer's final states
             return self.head(self.encoder.top_states(final))  # (batch, classes)
         return self.head(self.pooling(states, mask))  # (batch, classes)
+
+    def features(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor, char_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The encoder's inputs (batch, time, input_size), dropout included in training:
+        each token's embedding then, with character language models, their features of
+        it (each text read by them once). Arguments as ``forward``."""
+        mask = lengths_mask(lengths, token_ids.size(1))  # (batch, time)
+        x = self.embedding(self.word_dropout(token_ids, mask))  # (batch, time, embedding_dim)
+        if self.char_lms is not None:
+            if char_ids is None:
+                raise ValueError("this classifier reads each token's characters with its "
+                                 "character language models: give char_ids")  # fmt: skip
+            x = torch.cat([x, self.char_lms(char_ids, lengths)], dim=-1)  # (batch, time, input)
+        return self.embedding_dropout(x)
 
     def stream_step(
         self, token_ids: torch.Tensor, state: StreamState | None = None
@@ -114,7 +155,10 @@ class ClassifierNetwork(nn.Module):
         """Class scores (batch, classes) of the text so far after one more token per
         row, token_ids (batch,), in constant memory: ``forward`` over all the tokens
         fed, to float rounding. ``state`` is None at the start. A unidirectional
-        encoder only (a bidirectional one raises ``ValueError``)."""
+        encoder without character language models only (else ``ValueError``)."""
+        if self.char_lms is not None:
+            raise ValueError("a classifier with character language models cannot stream: a "
+                             "backward one reads the whole text first")  # fmt: skip
         encoder_state, running = state if state is not None else (None, None)
         x = self.embedding(token_ids)  # (batch, embedding_dim)
         top, encoder_state = self.encoder.step(x, encoder_state)  # (batch, hidden)

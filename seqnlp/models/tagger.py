@@ -7,7 +7,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.nn.crf import LinearChainCRF
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
@@ -99,12 +98,9 @@ class TaggerNetwork(nn.Module):
         features = word_dim + (self.char_features.output_size if self.char_features else 0)
         self.char_lms: ContextualCharFeatures | None = None
         if char_lm_specs:
-            self.char_lms = ContextualCharFeatures(
-                [LanguageModelNetwork(**spec["network"]) for spec in char_lm_specs],
-                [bool(spec["backward"]) for spec in char_lm_specs],
-                [(int(spec["space_id"]), int(spec["boundary_id"])) for spec in char_lm_specs],
-                num_chars, char_lm_trainable,
-            )  # fmt: skip
+            self.char_lms = ContextualCharFeatures.from_specs(
+                char_lm_specs, num_chars, char_lm_trainable
+            )
             features += self.char_lms.output_size
         self.dropout = SequenceDropout(dropout, dropout_mode)
         self.word_dropout = WordDropout(word_dropout, unk_id)

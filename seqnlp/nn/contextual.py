@@ -18,7 +18,7 @@ from seqnlp.nn.padded_rnn import reversal_index, reverse_within
 
 class ContextualCharFeatures(nn.Module):
     """Word features (batch, time, sum of the LMs' hidden sizes) from trained character
-    LMs, computed from a tagger's own character ids.
+    LMs, computed from a model's own character ids (the tagger's, the classifier's).
 
     Args:
         lms: the language models' networks (their weights are this module's; their
@@ -26,9 +26,9 @@ class ContextualCharFeatures(nn.Module):
         backward: per LM, whether it reads text reversed.
         special_ids: per LM, its ids of the space between words and of the paragraph
             boundary.
-        num_chars: the tagger's character vocabulary size; the buffer ``char_maps``
-            (LMs, num_chars) holds each LM's id of each tagger character.
-        trainable: fine-tune the LMs with the tagger (else frozen: no gradient, and
+        num_chars: the model's character vocabulary size; the buffer ``char_maps``
+            (LMs, num_chars) holds each LM's id of each of the model's characters.
+        trainable: fine-tune the LMs with the model (else frozen: no gradient, and
             always in eval mode, so no dropout inside them).
     """
 
@@ -51,6 +51,23 @@ class ContextualCharFeatures(nn.Module):
         if not trainable:
             self.lms.requires_grad_(False)
 
+    @classmethod
+    def from_specs(
+        cls, specs: list[dict], num_chars: int, trainable: bool = False
+    ) -> ContextualCharFeatures:
+        """The module that ``specs`` describe (what ``seqnlp.tasks.char_lms.read_char_lm``
+        keeps of each LM checkpoint: ``network``, ``LanguageModelNetwork``'s arguments;
+        ``backward``; ``space_id`` and ``boundary_id``), with freshly drawn weights for
+        the caller to load."""
+        if num_chars < 1:
+            raise ValueError("character language models need the model's character vocabulary")
+        return cls(
+            [LanguageModelNetwork(**spec["network"]) for spec in specs],
+            [bool(spec["backward"]) for spec in specs],
+            [(int(spec["space_id"]), int(spec["boundary_id"])) for spec in specs],
+            num_chars, trainable,
+        )  # fmt: skip
+
     def train(self, mode: bool = True) -> ContextualCharFeatures:
         super().train(mode)
         if not self.trainable:
@@ -58,7 +75,7 @@ class ContextualCharFeatures(nn.Module):
         return self
 
     def forward(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Features (batch, time, output_size) of sentences given as the tagger's
+        """Features (batch, time, output_size) of sentences given as the model's
         character ids (batch, time, chars) with their lengths (batch,) in words."""
         features = []
         for k, lm in enumerate(self.lms):
@@ -85,13 +102,13 @@ def sentence_char_ids(
     char_ids: torch.Tensor, lengths: torch.Tensor, char_map: torch.Tensor, space_id: int,
     boundary_id: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Each sentence's text as a language model reads it, from the tagger's own inputs.
+    """Each sentence's text as a language model reads it, from the model's own inputs.
 
     Args:
-        char_ids: (batch, time, chars) the tagger's character ids of each word (0:
+        char_ids: (batch, time, chars) the model's character ids of each word (0:
             padding), right-padded.
         lengths: (batch,) words per sentence.
-        char_map: (tagger characters,) the LM's id of each tagger character.
+        char_map: (model characters,) the LM's id of each of the model's characters.
         space_id, boundary_id: the LM's ids of the space between words and of the
             paragraph boundary, which comes first (the LM saw every paragraph start
             after one) and pads the rows.

@@ -82,6 +82,10 @@ def load(
         beam_size=beam_size, length_penalty=length_penalty, max_tokens=max_tokens,
         pretokenized=pretokenized, documents=documents,
     )  # fmt: skip
+    if (config.get("hyper_parameters") or {}).get("char_lm_specs"):
+        raise ValueError(f"{path}: the model reads its text with character language models, "
+                         f"which the ONNX graphs do not have: predict with the torch runtime "
+                         f"(seqnlp.load without runtime='onnx')")  # fmt: skip
     info = config.get("onnx")
     if not isinstance(info, dict):
         raise ValueError(f"{path}: no ONNX graph in the model folder: {_EXPORT}")

@@ -4,6 +4,7 @@ of ``ClassificationRecords`` (the torch classifier's own code)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,8 @@ class OnnxClassificationPredictor(ClassificationRecords, OnnxPredictor):
         super().__init__(graph, codec, batch_size, threads)
         self.pretokenized = pretokenized
 
-    def class_probabilities(self, token_ids: list[list[int]]) -> list[list[float]]:
-        ids, lengths = pad_rows(token_ids)  # (batch, time), (batch,)
+    def class_probabilities(self, examples: list[dict[str, list[Any]]]) -> list[list[float]]:
+        ids, lengths = pad_rows([e["token_ids"] for e in examples])  # (batch, time), (batch,)
         logits = self.run({"token_ids": ids, "lengths": lengths})[0]  # (batch, classes)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).tolist()

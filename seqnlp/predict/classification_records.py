@@ -39,20 +39,23 @@ class ClassificationRecords(Predictor):
     def length(self, item: str) -> int:
         return len(item.split())
 
-    def class_probabilities(self, token_ids: list[list[int]]) -> list[list[float]]:
-        """The runtime's part: class probabilities (batch, classes) of non-empty
-        token-id lists."""
+    def class_probabilities(self, examples: list[dict[str, list[Any]]]) -> list[list[float]]:
+        """The runtime's part: class probabilities (batch, classes) of encoded texts
+        (``ClassificationCodec.encode_example``: non-empty ``token_ids``, and
+        ``char_ids`` where the codec has characters)."""
         raise NotImplementedError
 
     def predict_batch(self, items: Sequence[str]) -> list[Record]:
         records: list[Record] = [self.empty_record(t) for t in items]
         codec = self.codec
         encoded = {
-            i: (codec.encode_pretokenized if self.pretokenized or isinstance(t, Tokenized)
-                else codec.encode_raw)(t)
+            i: codec.encode_example(
+                (codec.pretokenized_form if self.pretokenized or isinstance(t, Tokenized)
+                 else codec.raw_form)(t)
+            )
             for i, t in enumerate(items) if t.strip()
         }  # fmt: skip
-        encoded = {i: ids for i, ids in encoded.items() if ids}
+        encoded = {i: example for i, example in encoded.items() if example["token_ids"]}
         if not encoded:
             return records
         probs = self.class_probabilities(list(encoded.values()))  # (batch, classes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from seqnlp.data.classification import ClassificationCodec, collate_classification
@@ -41,11 +43,12 @@ class ClassificationPredictor(ClassificationRecords, TorchPredictor):
 
     def stream(self) -> ClassificationStream:
         """A ``ClassificationStream``: one token at a time, in constant memory, with the
-        probabilities of the text so far after each (unidirectional models)."""
+        probabilities of the text so far after each (unidirectional models without
+        character language models)."""
         return ClassificationStream(self)
 
     @torch.inference_mode()
-    def class_probabilities(self, token_ids: list[list[int]]) -> list[list[float]]:
-        batch = self.to_device(collate_classification([{"token_ids": ids} for ids in token_ids]))
-        probs = self.network(batch.token_ids, batch.lengths).softmax(dim=-1)  # (batch, classes)
-        return probs.tolist()
+    def class_probabilities(self, examples: list[dict[str, list[Any]]]) -> list[list[float]]:
+        batch = self.to_device(collate_classification(examples))
+        logits = self.network(batch.token_ids, batch.lengths, batch.char_ids)  # (batch, classes)
+        return logits.softmax(dim=-1).tolist()

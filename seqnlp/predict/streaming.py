@@ -25,10 +25,17 @@ class ClassificationStream:
     rounding). Memory does not grow with the text: only the state is kept, not the
     tokens' states. ``reset()`` starts a new text.
 
-    Raises ``ValueError`` for a bidirectional model.
+    Raises ``ValueError`` for a bidirectional model, or one with character language
+    models.
     """
 
     def __init__(self, predictor: ClassificationPredictor) -> None:
+        if predictor.network.char_lms is not None:
+            raise ValueError(
+                "streaming cannot feed a classifier with character language models: they "
+                "read the whole text first (a backward one from its end); predict whole "
+                "texts instead"
+            )
         encoder = predictor.network.encoder
         if encoder.bidirectional:
             raise ValueError(

@@ -1,7 +1,7 @@
-"""Trained character language models as a tagger's features (contextual string
-embeddings): what the tagger keeps of each LM checkpoint, read once when training
-starts. The tagger's own checkpoint then holds the LMs' weights and this description,
-so it needs no LM file to predict."""
+"""Trained character language models as a model's features (contextual string
+embeddings, for the tagger and the classifier): what the model keeps of each LM
+checkpoint, read once when training starts. The model's own checkpoint then holds the
+LMs' weights and this description, so it needs no LM file to predict."""
 
 from __future__ import annotations
 
@@ -17,12 +17,21 @@ from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.tokenization import Vocab
 
 
-def read_char_lm(path: str | Path, tagger_chars: Vocab) -> tuple[dict[str, Any], dict, list[int]]:
-    """A character LM checkpoint's description for ``TaggerNetwork(char_lm_specs=...)``
+def read_char_lms(
+    paths: list[str], model_chars: Vocab
+) -> tuple[list[dict[str, Any]], list[dict], list[list[int]]]:
+    """``read_char_lm`` of each checkpoint: their descriptions (a model's
+    ``char_lm_specs``), weights and character maps, each a list in the order given."""
+    read = [read_char_lm(path, model_chars) for path in paths]
+    return [s for s, _, _ in read], [w for _, w, _ in read], [m for _, _, m in read]
+
+
+def read_char_lm(path: str | Path, model_chars: Vocab) -> tuple[dict[str, Any], dict, list[int]]:
+    """A character LM checkpoint's description for a network's ``char_lm_specs``
     (``network``, ``backward``, ``space_id``, ``boundary_id``), its network's weights,
-    and its id of each tagger character (its ``<unk>`` for those it never saw; cased
-    as the LM reads). Raises ``ValueError`` in one line for anything else than a
-    seqnlp character language model."""
+    and its id of each of the model's characters ``model_chars`` (its ``<unk>`` for
+    those it never saw; cased as the LM reads). Raises ``ValueError`` in one line for
+    anything else than a seqnlp character language model."""
     ckpt = read_checkpoint(path)
     meta = ckpt[CKPT_KEY]
     if meta.get("task") != "language_model":
@@ -46,7 +55,7 @@ def read_char_lm(path: str | Path, tagger_chars: Vocab) -> tuple[dict[str, Any],
                if k.startswith(prefix)}  # fmt: skip
     char_map = [
         vocab.stoi.get(c.lower() if codec.lowercase else c, vocab.unk_id) if c else vocab.unk_id
-        for c in tagger_chars.itos
+        for c in model_chars.itos
     ]
     return spec, weights, char_map
 

@@ -13,14 +13,18 @@ from seqnlp.nn.dropout import DropoutMode
 from seqnlp.nn.encoder import Cell, Init
 from seqnlp.nn.pooling import PoolingMethod
 from seqnlp.tasks.base import System
+from seqnlp.tasks.char_lms import load_char_lms, read_char_lms
+from seqnlp.tokenization import WordTokenizer
 
 
 class Classifier(System):
-    """Trains a ``ClassifierNetwork`` (embeddings -> recurrent encoder -> pooling -> MLP
-    head) with cross-entropy and scores it with accuracy, macro-F1 and per-class scores.
+    """Trains a ``ClassifierNetwork`` (embeddings [+ character language models' features]
+    -> recurrent encoder -> pooling -> MLP head) with cross-entropy and scores it with
+    accuracy, macro-F1 and per-class scores.
 
     Args:
-        codec: tokenizer and label set (linked from the DataModule).
+        codec: tokenizer, label set and, for ``char_lms``, the characters of the tokens
+            (linked from the DataModule).
         embedding_dim: token embedding size.
         pretrained_embeddings: a word-vector file (word2vec text or binary, GloVe,
             fastText) of ``embedding_dim`` vectors for the training tokens (words or
@@ -42,12 +46,21 @@ class Classifier(System):
         cell, residual, layer_norm, dropout_mode, weight_drop, init, forget_bias,
             learn_initial_state: the recurrent options every task shares
             (``seqnlp.nn.encoder.RNNEncoder``; README "Recurrent cells and options").
+        char_lms: checkpoints of trained character language models (``seqnlp fit
+            recipes/charlm_es.yaml``, forward and backward) whose states become token
+            features (contextual string embeddings, Akbik et al. 2018), read when the
+            model is built, then kept inside it: its checkpoints need no LM file. They
+            need ``data.chars`` (each token's characters) and word tokens.
+        char_lm_trainable: fine-tune the language models with the classifier
+            (default: frozen).
+        char_lm_specs: what the model keeps of ``char_lms`` (written by seqnlp, read
+            back from checkpoints; not a recipe setting).
     """
 
     task = "classification"
     codec_type = ClassificationCodec
     main_metrics = ("accuracy", "macro_f1")
-    training_only_hparams = ("pretrained_embeddings",)
+    training_only_hparams = ("pretrained_embeddings", "char_lms")
     network: ClassifierNetwork
 
     def __init__(
@@ -75,6 +88,9 @@ class Classifier(System):
         init: Init = "default",
         forget_bias: float | None = None,
         learn_initial_state: bool = False,
+        char_lms: list[str] | None = None,
+        char_lm_trainable: bool = False,
+        char_lm_specs: list[dict] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])
@@ -86,16 +102,27 @@ class Classifier(System):
                 f"{codec.labels.itos}"
             )
         tokenizer = codec.tokenizer
+        lm_weights, char_maps = [], []
+        if char_lms or char_lm_specs:
+            _check_char_lm_codec(codec)
+        if char_lms:  # training starts: read the LMs once; the checkpoints keep them
+            assert codec.chars is not None
+            self.hparams["char_lm_specs"], lm_weights, char_maps = read_char_lms(
+                char_lms, codec.chars
+            )
         self.network = ClassifierNetwork(
             len(tokenizer), num_classes, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id,
+            num_chars=len(codec.chars) if codec.chars is not None else 0,
             **self.network_options(ClassifierNetwork),
         )  # fmt: skip
+        if lm_weights:
+            load_char_lms(self.network, lm_weights, char_maps)
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
 
     def logits(self, batch: ClassificationBatch) -> torch.Tensor:
         """Class scores (batch, classes)."""
-        return self.network(batch.token_ids, batch.lengths)
+        return self.network(batch.token_ids, batch.lengths, batch.char_ids)
 
     def loss(self, logits: torch.Tensor, batch: ClassificationBatch) -> torch.Tensor:
         assert batch.labels is not None
@@ -129,3 +156,14 @@ class Classifier(System):
                 for p, count in enumerate(row):
                     scores[f"confusion_{labels[g]}_as_{labels[p]}"] = float(count)
         return scores
+
+
+def _check_char_lm_codec(codec: ClassificationCodec) -> None:
+    """Refuse, in one line, a codec whose examples do not give character language models
+    each word's characters."""
+    if not isinstance(codec.tokenizer, WordTokenizer):
+        raise ValueError(f"model.char_lms read whole words: they need data.tokenizer word, "
+                         f"not {codec.tokenizer.kind} pieces")  # fmt: skip
+    if codec.chars is None:
+        raise ValueError("model.char_lms read each token's characters: set data.chars true "
+                         "so that the data gives them")  # fmt: skip

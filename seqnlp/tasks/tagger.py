@@ -13,7 +13,7 @@ from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.nn.dropout import DropoutMode
 from seqnlp.nn.encoder import Cell, Init
 from seqnlp.tasks.base import System
-from seqnlp.tasks.char_lms import load_char_lms, read_char_lm
+from seqnlp.tasks.char_lms import load_char_lms, read_char_lms
 
 
 class Tagger(System):
@@ -92,9 +92,9 @@ class Tagger(System):
         self.codec = codec
         lm_weights, char_maps = [], []
         if char_lms:  # training starts: read the LMs once; the checkpoints keep them
-            read = [read_char_lm(path, codec.chars) for path in char_lms]
-            self.hparams["char_lm_specs"] = [spec for spec, _, _ in read]
-            lm_weights, char_maps = [w for _, w, _ in read], [m for _, _, m in read]
+            self.hparams["char_lm_specs"], lm_weights, char_maps = read_char_lms(
+                char_lms, codec.chars
+            )
         self.network = TaggerNetwork(
             len(codec.words), len(codec.chars), len(codec.tags), pad_id=codec.words.pad_id,
             unk_id=codec.words.unk_id, **self.network_options(TaggerNetwork),
