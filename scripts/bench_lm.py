@@ -26,7 +26,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from seqnlp.data.codecs import LanguageModelCodec
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.models.language_model import LanguageModelNetwork, detach_state
 from seqnlp.predict.language_model import LanguageModelPredictor
 

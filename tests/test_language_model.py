@@ -29,7 +29,6 @@ from contract import (
 
 import seqnlp
 from seqnlp.cli import main
-from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.language_model import (
     LanguageModelDataModule,
     SegmentLoader,
@@ -37,6 +36,7 @@ from seqnlp.data.language_model import (
     StreamLayout,
     rank_rows,
 )
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.data.text_streams import TextSource, encode_paragraphs, paragraphs
 from seqnlp.models import LanguageModelNetwork
 from seqnlp.predict.language_model import LanguageModelPredictor

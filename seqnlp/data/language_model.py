@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from seqnlp.data.base import SeqDataModule
 from seqnlp.data.catalog import CATALOG
-from seqnlp.data.codecs import LanguageModelCodec, LMDirection, LMLevel
+from seqnlp.data.lm_codec import LanguageModelCodec, LMDirection, LMLevel
 from seqnlp.data.resumable import MidEpochState
 from seqnlp.data.text_streams import TextSource, encoded_ids, paragraphs, text_corpora
 

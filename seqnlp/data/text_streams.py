@@ -22,8 +22,8 @@ from typing import IO, Literal
 import numpy as np
 
 from seqnlp.data.catalog import CATALOG
-from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.lines import check_encoding, decode_lines
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.data.sources import resolve_named, sha256sum
 
 _NAMED = re.compile(r"^([A-Za-z][\w.-]*):(train|validation|test)$")

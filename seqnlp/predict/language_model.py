@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from seqnlp.data.codecs import LanguageModelCodec
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.data.text_streams import TextSource, paragraphs
 from seqnlp.metrics import stream_scores
 from seqnlp.models.language_model import LanguageModelNetwork

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from seqnlp.checkpoints import CKPT_KEY, hyper_parameters, read_checkpoint
-from seqnlp.data.codecs import LanguageModelCodec
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.tokenization import Vocab
 

@@ -11,8 +11,8 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
-from seqnlp.data.codecs import LanguageModelCodec
 from seqnlp.data.language_model import LanguageModelBatch
+from seqnlp.data.lm_codec import LanguageModelCodec
 from seqnlp.distributed import rank_and_world
 from seqnlp.metrics import stream_scores
 from seqnlp.models.language_model import LanguageModelNetwork, detach_state
