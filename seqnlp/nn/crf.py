@@ -130,13 +130,12 @@ class LinearChainCRF(nn.Module):
 
     @torch.no_grad()
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Posterior p(tag_t = k | sentence): (batch, time, tags), zero at padding."""
+        """Posterior p(tag_t = k | sentence): (batch, time, tags), zero at padding, in
+        the CRF's dtype (``scaled_marginals``)."""
         crf = self.crf
-        emissions = emissions.to(crf.transitions.dtype)
-        alphas = forward_scores(emissions, mask, crf.start_transitions, crf.transitions)
-        betas = backward_scores(emissions, mask, crf.transitions, crf.end_transitions)
-        log_z = torch.logsumexp(alphas[-1] + crf.end_transitions, dim=1)  # (batch,)
-        return unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
+        return scaled_marginals(
+            emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
+        ).to(crf.transitions.dtype)
 
 
 def forward_scores(
@@ -178,6 +177,55 @@ def backward_scores(
         beta = torch.where(inside[t], step, end)
         betas[t] = beta
     return betas
+
+
+def scaled_marginals(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """p(y_t = k | sentence) (batch, time, tags), zero at padding: forward-backward in
+    probability space (float64), each step's vectors rescaled to sum to one, the forward
+    and the backward recursion run as one batched product per step.
+
+    For prediction: ``forward_scores`` and ``backward_scores`` take a ``logsumexp`` of a
+    (batch, tags, tags) tensor per step and run one after the other, 2 x time steps of
+    Python; this takes one ``bmm`` of the two directions' vectors per step, and the
+    scales cancel in the per-position normalisation. The exponentials of the scores are
+    taken once, each shifted by its maximum (emissions per position, transitions
+    overall), so nothing overflows; in float64 a step underflows only where scores
+    differ by more than about 700 (such a tag then gets probability 0).
+
+    emissions: (batch, time, tags); mask: (batch, time), left-aligned; start, end:
+    (tags,); trans: (from, to).
+    """
+    batch, time, tags = emissions.shape
+    e = emissions.double()
+    e = (e - e.amax(dim=2, keepdim=True)).exp()  # (batch, time, tags) in (0, 1]
+    t = trans.double()
+    t = (t - t.max()).exp()  # (from, to)
+    pair = torch.stack([t, t.t()])  # (2, tags, tags): forwards, backwards
+    first = (start.double() - start.max()).exp()  # (tags,)
+    last = (end.double() - end.max()).exp().expand(batch, tags)  # (batch, tags)
+    lengths = mask.sum(dim=1)  # (batch,)
+    steps = torch.arange(time, device=mask.device).unsqueeze(1)
+    inside = (steps < (lengths - 1).unsqueeze(0)).unsqueeze(2)  # (time, batch, 1)
+    alphas = e.new_empty(time, batch, tags)
+    betas = e.new_empty(time, batch, tags)
+    alpha = first * e[:, 0]
+    alpha = alpha / alpha.sum(dim=1, keepdim=True)
+    beta = last / last.sum(dim=1, keepdim=True)
+    alphas[0], betas[time - 1] = alpha, beta
+    for k in range(1, time):  # forwards to k, backwards to time - 1 - k
+        b = time - 1 - k
+        both = torch.bmm(torch.stack([alpha, e[:, b + 1] * beta]), pair)  # (2, batch, tags)
+        both[0].mul_(e[:, k])
+        both = both / both.sum(dim=2, keepdim=True)
+        alpha = both[0]  # past a row's end, unused: the marginals there are zero
+        beta = torch.where(inside[b], both[1], betas[time - 1])
+        alphas[k], betas[b] = alpha, beta
+    joint = (alphas * betas).transpose(0, 1)  # (batch, time, tags)
+    joint = joint / joint.sum(dim=2, keepdim=True)
+    return joint.masked_fill(~mask.unsqueeze(2), 0.0)
 
 
 def unary_marginals(
