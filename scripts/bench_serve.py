@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -152,9 +153,15 @@ async def _load(address: str, bodies: list[bytes], sizes: list[int], clients: in
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    """User + system CPU seconds so far of a process and its live children (the
+    server's prediction process) (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # ended meanwhile
+                total += cpu_seconds(int(child))
+    return total
 
 
 def health(address: str) -> dict[str, Any]:
@@ -236,7 +243,8 @@ def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -
     pool = (sentences * (needed // len(sentences) + 1))[:needed]
     requests = [pool[i : i + k] for i in range(0, needed, k)]
     print(f"{task}: {model}, {len(sentences)} sentences of {source}", file=sys.stderr)
-    common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads)]
+    common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads),
+              "--predictor", args.predictor]
     batched = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}.log",
                            "--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
                            str(args.max_wait_ms), *common)  # fmt: skip
@@ -268,6 +276,8 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=64, help="the predictor's (default 64)")
     p.add_argument("--max_batch_size", type=int, default=128, help="the batched server's")
     p.add_argument("--max_wait_ms", type=float, default=2.0, help="the batched server's")
+    p.add_argument("--predictor", choices=["process", "thread"], default="process",
+                   help="the servers' --predictor (default process, as `seqnlp serve`)")
     p.add_argument("--threads", type=int, default=None,
                    help="the servers' torch threads (default: as `seqnlp serve`, one less "
                    "than the cores); in-process prediction is measured with these and with "
@@ -282,7 +292,7 @@ def main() -> None:
     args.threads = args.threads or max(1, args.default_threads - 1)
     summary: dict[str, Any] = {
         "cpus": os.cpu_count(), "torch_threads": args.default_threads,
-        "server_threads": args.threads,
+        "server_threads": args.threads, "predictor": args.predictor,
         "requests": args.requests, "sentences_per_request": args.sentences_per_request,
         "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
     }  # fmt: skip

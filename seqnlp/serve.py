@@ -321,7 +321,8 @@ def create_app(
     """The FastAPI app that serves ``predictor`` (``seqnlp serve``).
 
     Args:
-        predictor: built once with every option (``seqnlp.load``); used by one thread.
+        predictor: built once with every option (``seqnlp.load``), or a
+            ``seqnlp.serve_process.PredictorProcess``; used by one thread.
         limits: characters per input and inputs per request (default ``Limits()``).
         max_batch_size, max_wait_ms: the micro-batcher's (``MicroBatcher``).
         threads: torch's threads in the worker (a torch predictor; an ONNX Runtime one
@@ -334,6 +335,7 @@ def create_app(
     from starlette.exceptions import HTTPException
 
     from seqnlp import __version__
+    from seqnlp.serve_process import PredictorProcess
 
     limits = limits or Limits()
     worker_init = None
@@ -346,6 +348,7 @@ def create_app(
     stats = batcher.stats
     token_lists = predictor.task == "tagging" and not getattr(predictor, "documents", False)
     metadata = dumps(predictor.metadata())
+    where = "process" if isinstance(predictor, PredictorProcess) else "thread"
 
     def json_response(data: Any, status: int = 200) -> Response:
         return Response(dumps(data), status, media_type="application/json")
@@ -382,12 +385,15 @@ def create_app(
 
     @app.get("/health")
     async def health() -> Response:
-        """``ok`` and the counters: requests, inputs, batches, errors, pending."""
+        """``ok`` and the counters: requests, inputs, batches, errors, pending; 503
+        once the prediction process (``--predictor process``) has ended."""
         counters = {k: v for k, v in vars(stats).items() if k != "started"}
-        return json_response({"status": "ok", "task": predictor.task, "model": model,
-                              "threads": threads,
+        ok = getattr(predictor, "alive", True)  # a prediction process may have died
+        return json_response({"status": "ok" if ok else "the prediction process has ended",
+                              "task": predictor.task, "model": model, "threads": threads,
+                              "predictor": where,
                               "uptime_s": round(time.monotonic() - stats.started, 1),
-                              **counters})  # fmt: skip
+                              **counters}, 200 if ok else 503)  # fmt: skip
 
     @app.get("/metadata")
     async def get_metadata() -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -180,10 +181,40 @@ def test_startup_line_names_the_http_parser_and_event_loop(
     assert server_parts() == ("h11", "asyncio")
 
 
+def test_the_model_runs_in_a_child_process_and_its_end_is_reported(tmp_path: Path) -> None:
+    """``--predictor process`` (the default): the model is in a child process, the
+    server never imports torch; if the child is killed, ``/predict`` answers 500 and
+    ``/health`` 503, each with a JSON error, and SIGTERM still exits 0."""
+    server = start_server(CLASSIFIER, tmp_path / "server.log", "--threads", "1")
+    try:
+        wait_ready(server)
+        found = re.search(r"the model in process (\d+)", server.log_text())
+        assert found, server.log_text()
+        child = int(found.group(1))
+        modules = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert "libtorch" not in modules  # torch is loaded by the child only
+        assert "libtorch" in Path(f"/proc/{child}/maps").read_text()
+        ok = httpx.post(server.url + "/predict", json={"inputs": ["Great film!"]}, trust_env=False)
+        assert ok.status_code == 200 and ok.json()["outputs"][0]["label"] is not None
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gone = httpx.post(server.url + "/predict", json={"inputs": ["Great film!"]},
+                          trust_env=False)  # fmt: skip
+        assert gone.status_code == 500 and "prediction process" in gone.json()["error"]
+        health = httpx.get(server.url + "/health", trust_env=False)
+        assert health.status_code == 503 and "ended" in health.json()["status"]
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
 def test_health_and_metadata(servers: dict[str, Server], client: Any) -> None:
     server = servers["tagging"]
     health = client.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["task"] == "tagging"
+    assert health["predictor"] == "process"  # the default: the model in a child process
     assert {"requests", "inputs", "batches", "errors", "pending"} <= set(health)
     metadata = client.get(server.url + "/metadata").json()
     assert metadata == plain(local(TAGGER).metadata())

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from seqnlp.cli.inference import _positive_int
 
@@ -57,6 +58,11 @@ def serve_parser() -> argparse.ArgumentParser:
     predicting.add_argument("--threads", type=_positive_int, default=None,
                             help="torch's threads for prediction (default: one less than the "
                             "CPU cores, at least 1: a core is left to the HTTP event loop)")
+    predicting.add_argument(
+        "--predictor", choices=["process", "thread"], default="process",
+        help="process (default): the model in a child process, beside the HTTP event loop "
+        "rather than taking turns with it; thread: in the server's own process",
+    )  # fmt: skip
     predicting.add_argument("--parallel_batches", type=_positive_int, default=1,
                             help="CPU: network batches predicted at once in threads")
     predicting.add_argument("--no_confidence", dest="confidence", action="store_false",
@@ -132,21 +138,29 @@ def run_serve(argv: Sequence[str]) -> None:
                          "pip install 'seqnlp[serve]'") from None  # fmt: skip
     from seqnlp import load
     from seqnlp.serve import Limits, create_app
+    from seqnlp.serve_process import PredictorProcess
 
     sock = bind(args.host, args.port)
+    predictor: Any = None
     try:
         options = {name: getattr(args, name) for name in (
             "confidence", "n_best", "pretokenized", "documents", "beam_size", "length_penalty")}
         options = {k: v for k, v in options.items() if v is not None}
+        threads = args.threads
         if args.runtime == "onnx":  # ONNX Runtime's threads are set when it is loaded
             threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
             options.update(runtime="onnx", threads=threads)
-        predictor = load(args.model, device=args.device, quantize=args.quantize,
-                         batch_size=args.batch_size, parallel_batches=args.parallel_batches,
-                         **options)  # fmt: skip
+        options.update(device=args.device, quantize=args.quantize, batch_size=args.batch_size,
+                       parallel_batches=args.parallel_batches)  # fmt: skip
+        if args.predictor == "process":
+            # one core left to the event loop, as in-process (create_app's default)
+            threads = threads or max(1, (os.cpu_count() or 2) - 1)
+            predictor = PredictorProcess(args.model, options, threads)
+        else:
+            predictor = load(args.model, **options)
         app = create_app(predictor, limits=Limits(args.max_chars, args.max_inputs),
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                         threads=args.threads, model=args.model)  # fmt: skip
+                         threads=threads, model=args.model)  # fmt: skip
         http, loop = server_parts()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                 proxy_headers=False, http=http, loop=loop)  # fmt: skip
@@ -154,17 +168,26 @@ def run_serve(argv: Sequence[str]) -> None:
         sock.listen(config.backlog)  # connections wait from now on; none is refused
     except BaseException:
         sock.close()
+        if isinstance(predictor, PredictorProcess):
+            predictor.close()
         raise
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    where = (f"in process {predictor.pid}" if isinstance(predictor, PredictorProcess)
+             else "in this process")  # fmt: skip
     logger.info("serving the %s model %s at %s (POST /predict, GET /health, GET /metadata; "
-                "HTTP parser %s, event loop %s)", predictor.task, args.model, url, http, loop)
+                "HTTP parser %s, event loop %s; the model %s)", predictor.task, args.model, url,
+                http, loop, where)  # fmt: skip
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown (requests in flight are
     # answered), then sends the signal again to the handler it found: this one records
     # it, so that the command ends normally, exit status 0.
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: received.append(signum))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:  # after the requests in flight
+        if isinstance(predictor, PredictorProcess):
+            predictor.close()
     if not server.started:
         raise SystemExit(3)  # the app did not start; uvicorn said why
