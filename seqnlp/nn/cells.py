@@ -61,6 +61,13 @@ def _group_norm(x: Tensor, gain: Tensor) -> Tensor:
     return (y * gain).reshape(shape)
 
 
+def _group_norm_add(x: Tensor, gain: Tensor, other: Tensor) -> Tensor:
+    """``other + _group_norm(x, gain)`` with the scaling and the sum in one kernel."""
+    gates, hidden = gain.shape
+    y = F.layer_norm(x.reshape(*x.shape[:-1], gates, hidden), (hidden,))
+    return torch.addcmul(other, y.reshape(x.shape), gain.reshape(-1))
+
+
 class CustomCell(nn.Module):
     """One direction of one layer of a custom recurrent cell.
 
@@ -142,15 +149,15 @@ class CustomCell(nn.Module):
             cand = torch.tanh(g[:, 2 * n :])
             c = torch.addcmul(cand, fo[:, :n], c - cand)  # f c + (1 - f) g
             return fo[:, n:] * torch.tanh(c), c
-        hu = _group_norm(h @ weight_hh_t, self.ln_hh)  # (batch, gates * n)
         if self.kind == "layernorm_lstm":
             c = state[1]
-            g = xw + hu  # (batch, 4n): i, f, o, g
+            g = _group_norm_add(h @ weight_hh_t, self.ln_hh, xw)  # (batch, 4n): i, f, o, g
             ifo = torch.sigmoid(g[:, : 3 * n])
             c = torch.addcmul(ifo[:, n : 2 * n] * c, ifo[:, :n], torch.tanh(g[:, 3 * n :]))
             normed = F.layer_norm(c, (n,), self.ln_cell[0], self.ln_cell[1])
             return ifo[:, 2 * n :] * torch.tanh(normed), c
         # layernorm_gru
+        hu = _group_norm(h @ weight_hh_t, self.ln_hh)  # (batch, gates * n)
         rz = torch.sigmoid(xw[:, : 2 * n] + hu[:, : 2 * n])
         cand = torch.tanh(torch.addcmul(xw[:, 2 * n :], rz[:, :n], hu[:, 2 * n :]))
         return (torch.addcmul(cand, rz[:, n:], h - cand),)
