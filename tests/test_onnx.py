@@ -284,3 +284,19 @@ def test_the_classifier_graph_folds_its_embedding_into_a_forward_lstm(options, f
         with torch.inference_mode():
             want = network.eval()(torch.from_numpy(ids), torch.tensor(lengths)).numpy()
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_table_too_large_is_not_folded(tmp_path, monkeypatch):
+    """Past ``MAX_TABLE_BYTES`` the graph keeps its LSTM node, and still matches torch."""
+    from types import SimpleNamespace
+
+    from seqnlp.export import onnx_fold
+    from seqnlp.export.onnx import write_graphs
+    from seqnlp.models.classifier import ClassifierNetwork
+
+    monkeypatch.setattr(onnx_fold, "MAX_TABLE_BYTES", 50 * 4 * 5 * 4 - 1)  # one byte short
+    network = ClassifierNetwork(50, 3, embedding_dim=7, hidden_size=5)
+    info = write_graphs(SimpleNamespace(task="classification", network=network), tmp_path)
+    assert info["folded_embedding"] is False and info["max_abs_diff"] <= 1e-4
+    kinds = {node.op_type for node in onnx.load(str(tmp_path / info["graph"])).graph.node}
+    assert "LSTM" in kinds and "Loop" not in kinds

@@ -23,11 +23,16 @@ from typing import Any
 
 import numpy as np
 
+#: the largest folded table written (bytes); a larger vocabulary keeps the LSTM node
+#: (400,000 GloVe words and 256 hidden units would make a table of 1.6 GB).
+MAX_TABLE_BYTES = 256 * 2**20
+
 
 def fold_first_lstm(model: Any) -> bool:
     """Rewrite ``model`` (an ``onnx.ModelProto`` of the classifier graph) in place:
     the forward LSTM fed by ``Gather(embedding, token_ids)`` becomes a ``Loop`` over a
-    folded table of input gates. Returns whether it found one to fold."""
+    folded table of input gates. Returns whether it found one to fold (and its table
+    is at most ``MAX_TABLE_BYTES``)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -52,6 +57,9 @@ def fold_first_lstm(model: Any) -> bool:
     else:
         return False
     hidden = int(_attr(node, "hidden_size"))
+    vocabulary = int(inits[gather.input[0]].dims[0])
+    if vocabulary * 4 * hidden * 4 > MAX_TABLE_BYTES:
+        return False
     table = _folded_table(
         numpy_helper.to_array(inits[gather.input[0]]),
         numpy_helper.to_array(inits[node.input[1]])[0],  # (4 hidden, embedding)
