@@ -244,7 +244,7 @@ def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -
     requests = [pool[i : i + k] for i in range(0, needed, k)]
     print(f"{task}: {model}, {len(sentences)} sentences of {source}", file=sys.stderr)
     common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads),
-              "--predictor", args.predictor]
+              "--predictor", args.predictor, "--workers", str(args.workers)]
     batched = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}.log",
                            "--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
                            str(args.max_wait_ms), *common)  # fmt: skip
@@ -278,6 +278,8 @@ def main() -> None:
     p.add_argument("--max_wait_ms", type=float, default=2.0, help="the batched server's")
     p.add_argument("--predictor", choices=["process", "thread"], default="process",
                    help="the servers' --predictor (default process, as `seqnlp serve`)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the servers' --workers (prediction processes; default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="the servers' torch threads (default: as `seqnlp serve`, one less "
                    "than the cores); in-process prediction is measured with these and with "
@@ -292,7 +294,7 @@ def main() -> None:
     args.threads = args.threads or max(1, args.default_threads - 1)
     summary: dict[str, Any] = {
         "cpus": os.cpu_count(), "torch_threads": args.default_threads,
-        "server_threads": args.threads, "predictor": args.predictor,
+        "server_threads": args.threads, "predictor": args.predictor, "workers": args.workers,
         "requests": args.requests, "sentences_per_request": args.sentences_per_request,
         "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
     }  # fmt: skip

@@ -172,15 +172,20 @@ class MicroBatcher:
             requests come concurrently.
         worker_init: called once in the worker thread before its first call (torch's
             thread count, which is per thread under OpenMP).
+        parallel: batches predicted at once, each in a worker thread of its own
+            (``predict`` must then take that many calls at once: a pool of
+            prediction processes).
     """
 
     def __init__(
         self, predict: Callable[[list[Item]], list[Record]], max_batch_size: int = 128,
         max_wait_ms: float = 2.0, worker_init: Callable[[], object] | None = None,
+        parallel: int = 1,
     ) -> None:  # fmt: skip
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch_size must be >= 1 and max_wait_ms >= 0, got "
-                             f"{max_batch_size} and {max_wait_ms}")  # fmt: skip
+        if max_batch_size < 1 or max_wait_ms < 0 or parallel < 1:
+            raise ValueError(f"max_batch_size and parallel must be >= 1 and max_wait_ms >= 0, "
+                             f"got {max_batch_size}, {parallel} and {max_wait_ms}")  # fmt: skip
+        self.parallel = parallel
         self.predict_fn = predict
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -195,7 +200,7 @@ class MicroBatcher:
     async def start(self) -> None:
         """Start the batching loop and its worker thread (in the server's event loop)."""
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, "seqnlp-predict", self.worker_init)
+        self._executor = ThreadPoolExecutor(self.parallel, "seqnlp-predict", self.worker_init)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -219,14 +224,30 @@ class MicroBatcher:
             self.stats.pending -= 1
 
     async def _loop(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            try:
-                await self._run(batch)
-            except Exception as err:  # a bug here must not leave requests waiting forever
-                logger.exception("batching failed")
-                for pending in batch:
-                    _settle(pending, error=err)
+        """Take the next batch whenever one of the ``parallel`` slots is free."""
+        slots = asyncio.Semaphore(self.parallel)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                batch = await self._next_batch()
+                task = asyncio.create_task(self._guarded(batch, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:  # stopped: nothing should be in flight, but leave nothing behind
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _guarded(self, batch: list[_Pending], slots: asyncio.Semaphore) -> None:
+        try:
+            await self._run(batch)
+        except Exception as err:  # a bug here must not leave requests waiting forever
+            logger.exception("batching failed")
+            for pending in batch:
+                _settle(pending, error=err)
+        finally:
+            slots.release()
 
     async def _next_batch(self) -> list[_Pending]:
         """The first waiting request and those that join it: up to ``max_batch_size``
@@ -316,7 +337,7 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json"
 
 def create_app(
     predictor: "Predictor", *, limits: Limits | None = None, max_batch_size: int = 128,
-    max_wait_ms: float = 2.0, threads: int | None = None, model: str = "",
+    max_wait_ms: float = 2.0, threads: int | None = None, model: str = "", parallel: int = 1,
 ) -> "FastAPI":  # fmt: skip
     """The FastAPI app that serves ``predictor`` (``seqnlp serve``).
 
@@ -330,12 +351,13 @@ def create_app(
             (at least 1): a core is left to the event loop, lest torch wait for a thread
             of its parallel region that the event loop has preempted.
         model: the model's path, shown by ``/health``.
+        parallel: batches predicted at once (``--workers``: a ``PredictorPool``).
     """
     from fastapi import FastAPI, Request, Response
     from starlette.exceptions import HTTPException
 
     from seqnlp import __version__
-    from seqnlp.serve_process import PredictorProcess
+    from seqnlp.serve_process import PredictorPool, PredictorProcess
 
     limits = limits or Limits()
     worker_init = None
@@ -344,11 +366,11 @@ def create_app(
 
         threads = threads or max(1, torch.get_num_threads() - 1)
         worker_init = partial(torch.set_num_threads, threads)
-    batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms, worker_init)
+    batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms, worker_init, parallel)
     stats = batcher.stats
     token_lists = predictor.task == "tagging" and not getattr(predictor, "documents", False)
     metadata = dumps(predictor.metadata())
-    where = "process" if isinstance(predictor, PredictorProcess) else "thread"
+    where = "process" if isinstance(predictor, (PredictorProcess, PredictorPool)) else "thread"
 
     def json_response(data: Any, status: int = 200) -> Response:
         return Response(dumps(data), status, media_type="application/json")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -141,3 +142,53 @@ def _picklable(err: Exception) -> Exception:
         return err
     except Exception:
         return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+class PredictorPool:
+    """Several ``PredictorProcess``es of one model, one batch each at a time (``seqnlp
+    serve --workers N``): ``predict`` takes a free one, so N batches run at once on N
+    cores, at the cost of N copies of the model.
+
+    Args:
+        model, options, threads: as ``PredictorProcess`` (``threads`` for each).
+        workers: the number of processes (at least 2; one is a ``PredictorProcess``).
+    """
+
+    def __init__(
+        self, model: str, options: dict[str, Any], threads: int | None, workers: int
+    ) -> None:
+        if workers < 2:
+            raise ValueError(f"a pool needs at least 2 workers, got {workers}")
+        self.workers: list[PredictorProcess] = []
+        try:
+            for _ in range(workers):
+                self.workers.append(PredictorProcess(model, options, threads))
+        except BaseException:
+            self.close()
+            raise
+        first = self.workers[0]
+        self.task, self.documents, self.threads = first.task, first.documents, first.threads
+        self.pids = [w.pid for w in self.workers]
+        self._free: queue.SimpleQueue[PredictorProcess] = queue.SimpleQueue()
+        for worker in self.workers:
+            self._free.put(worker)
+
+    def metadata(self) -> dict[str, Any]:
+        return self.workers[0].metadata()
+
+    @property
+    def alive(self) -> bool:
+        """Whether every process still runs."""
+        return all(w.alive for w in self.workers)
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        """``predict`` on a free process (waits for one)."""
+        worker = self._free.get()
+        try:
+            return worker.predict(inputs)
+        finally:
+            self._free.put(worker)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

@@ -210,6 +210,34 @@ def test_the_model_runs_in_a_child_process_and_its_end_is_reported(tmp_path: Pat
     assert server.proc.returncode == 0
 
 
+def test_two_prediction_processes_answer_concurrent_requests_in_order(tmp_path: Path) -> None:
+    """``--workers 2``: two child processes, batches predicted on both at once, every
+    request answered with its own records."""
+    server = start_server(CLASSIFIER, tmp_path / "server.log", "--workers", "2",
+                          "--threads", "1", "--max_batch_size", "2")  # fmt: skip
+    try:
+        wait_ready(server)
+        found = re.search(r"the model in processes (\d+), (\d+)", server.log_text())
+        assert found, server.log_text()
+        assert all(Path(f"/proc/{pid}").exists() for pid in found.groups())
+        texts = [f"film number {i} was {'great' if i % 2 else 'dull'}" for i in range(24)]
+        want = [r for t in texts for r in local(CLASSIFIER).predict([t])]
+
+        async def ask_all() -> list[Any]:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                answers = await asyncio.gather(*(
+                    http.post(server.url + "/predict", json={"inputs": [t]}) for t in texts))
+            return [a.json()["outputs"][0] for a in answers]
+
+        got = asyncio.run(ask_all())
+        assert [r["label"] for r in got] == [r["label"] for r in want]
+        health = httpx.get(server.url + "/health", trust_env=False).json()
+        assert health["predictor"] == "process" and health["batches"] >= 12
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
 def test_health_and_metadata(servers: dict[str, Server], client: Any) -> None:
     server = servers["tagging"]
     health = client.get(server.url + "/health").json()
@@ -378,6 +406,34 @@ def test_a_batch_holds_at_most_max_batch_size_inputs() -> None:
     assert [text for call in calls for text in call] == list("abcdefghijk")  # in order
     assert all(len(call) <= 3 or call == list("ghij") for call in calls), calls
     assert len(calls) < len(requests)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_parallel_batches_are_in_flight_at_once(parallel: int) -> None:
+    """With ``parallel`` 2 two batches are predicted at the same time (each call waits
+    for the other at a barrier); with 1 they never overlap."""
+    barrier = threading.Barrier(2, timeout=2)
+    overlapped: list[bool] = []
+
+    def predict(inputs: list[Any]) -> list[dict[str, Any]]:
+        try:
+            barrier.wait()
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            overlapped.append(False)
+            barrier.reset()
+        return [{"text": text} for text in inputs]
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(predict, max_batch_size=1, max_wait_ms=0, parallel=parallel)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.predict([t]) for t in "ab"))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(main()) == [[{"text": "a"}], [{"text": "b"}]]
+    assert overlapped == ([True, True] if parallel == 2 else [False, False])
 
 
 def test_a_failing_input_answers_500_json() -> None:

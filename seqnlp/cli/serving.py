@@ -63,6 +63,11 @@ def serve_parser() -> argparse.ArgumentParser:
         help="process (default): the model in a child process, beside the HTTP event loop "
         "rather than taking turns with it; thread: in the server's own process",
     )  # fmt: skip
+    predicting.add_argument(
+        "--workers", type=_positive_int, default=1,
+        help="prediction processes (--predictor process), each with a copy of the model, "
+        "each predicting one batch at a time (default 1)",
+    )  # fmt: skip
     predicting.add_argument("--parallel_batches", type=_positive_int, default=1,
                             help="CPU: network batches predicted at once in threads")
     predicting.add_argument("--no_confidence", dest="confidence", action="store_false",
@@ -138,7 +143,7 @@ def run_serve(argv: Sequence[str]) -> None:
                          "pip install 'seqnlp[serve]'") from None  # fmt: skip
     from seqnlp import load
     from seqnlp.serve import Limits, create_app
-    from seqnlp.serve_process import PredictorProcess
+    from seqnlp.serve_process import PredictorPool, PredictorProcess
 
     sock = bind(args.host, args.port)
     predictor: Any = None
@@ -152,15 +157,18 @@ def run_serve(argv: Sequence[str]) -> None:
             options.update(runtime="onnx", threads=threads)
         options.update(device=args.device, quantize=args.quantize, batch_size=args.batch_size,
                        parallel_batches=args.parallel_batches)  # fmt: skip
+        if args.workers > 1 and args.predictor != "process":
+            raise ValueError("--workers runs prediction processes: it needs --predictor process")
         if args.predictor == "process":
-            # one core left to the event loop, as in-process (create_app's default)
-            threads = threads or max(1, (os.cpu_count() or 2) - 1)
-            predictor = PredictorProcess(args.model, options, threads)
+            # the cores less one (left to the event loop) shared by the workers
+            threads = threads or max(1, ((os.cpu_count() or 2) - 1) // args.workers)
+            predictor = (PredictorPool(args.model, options, threads, args.workers)
+                         if args.workers > 1 else PredictorProcess(args.model, options, threads))
         else:
             predictor = load(args.model, **options)
         app = create_app(predictor, limits=Limits(args.max_chars, args.max_inputs),
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                         threads=threads, model=args.model)  # fmt: skip
+                         threads=threads, model=args.model, parallel=args.workers)  # fmt: skip
         http, loop = server_parts()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                 proxy_headers=False, http=http, loop=loop)  # fmt: skip
@@ -168,13 +176,16 @@ def run_serve(argv: Sequence[str]) -> None:
         sock.listen(config.backlog)  # connections wait from now on; none is refused
     except BaseException:
         sock.close()
-        if isinstance(predictor, PredictorProcess):
+        if isinstance(predictor, (PredictorProcess, PredictorPool)):
             predictor.close()
         raise
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    where = (f"in process {predictor.pid}" if isinstance(predictor, PredictorProcess)
-             else "in this process")  # fmt: skip
+    where = "in this process"
+    if isinstance(predictor, PredictorProcess):
+        where = f"in process {predictor.pid}"
+    elif isinstance(predictor, PredictorPool):
+        where = f"in processes {', '.join(map(str, predictor.pids))}"
     logger.info("serving the %s model %s at %s (POST /predict, GET /health, GET /metadata; "
                 "HTTP parser %s, event loop %s; the model %s)", predictor.task, args.model, url,
                 http, loop, where)  # fmt: skip
@@ -187,7 +198,7 @@ def run_serve(argv: Sequence[str]) -> None:
     try:
         server.run(sockets=[sock])
     finally:  # after the requests in flight
-        if isinstance(predictor, PredictorProcess):
+        if isinstance(predictor, (PredictorProcess, PredictorPool)):
             predictor.close()
     if not server.started:
         raise SystemExit(3)  # the app did not start; uvicorn said why
