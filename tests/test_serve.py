@@ -411,29 +411,33 @@ def test_a_batch_holds_at_most_max_batch_size_inputs() -> None:
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_parallel_batches_are_in_flight_at_once(parallel: int) -> None:
     """With ``parallel`` 2 two batches are predicted at the same time (each call waits
-    for the other at a barrier); with 1 they never overlap."""
-    barrier = threading.Barrier(2, timeout=2)
-    overlapped: list[bool] = []
+    for the other at a barrier, which would time out otherwise); with 1 never more
+    than one call runs."""
+    barrier = threading.Barrier(2, timeout=30)
+    lock, running, most = threading.Lock(), [0], [0]
 
     def predict(inputs: list[Any]) -> list[dict[str, Any]]:
-        try:
-            barrier.wait()
-            overlapped.append(True)
-        except threading.BrokenBarrierError:
-            overlapped.append(False)
-            barrier.reset()
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        if parallel == 2:
+            barrier.wait()  # both calls in flight, or BrokenBarrierError after 30 s
+        else:
+            time.sleep(0.05)
+        with lock:
+            running[0] -= 1
         return [{"text": text} for text in inputs]
 
     async def main() -> list[Any]:
         batcher = MicroBatcher(predict, max_batch_size=1, max_wait_ms=0, parallel=parallel)
         await batcher.start()
         try:
-            return await asyncio.gather(*(batcher.predict([t]) for t in "ab"))
+            return await asyncio.gather(*(batcher.predict([t]) for t in "abcd"))
         finally:
             await batcher.stop()
 
-    assert asyncio.run(main()) == [[{"text": "a"}], [{"text": "b"}]]
-    assert overlapped == ([True, True] if parallel == 2 else [False, False])
+    assert asyncio.run(main()) == [[{"text": t}] for t in "abcd"]
+    assert most[0] == parallel
 
 
 def test_a_failing_input_answers_500_json() -> None:
