@@ -420,3 +420,27 @@ def test_nbest_matches_sorted_enumeration(lengths, n):
         assert [p for p, _ in nbest[b]] == [list(paths[i]) for i in order]
         assert [s for _, s in nbest[b]] == pytest.approx(scores[order].tolist(), abs=1e-9)
         assert nbest[b][0][0] == crf.decode(emissions, mask)[b]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_marginals_survive_scores_hundreds_apart(seed):
+    """Where a step of the scaled recursion underflows (most of these seeds), the
+    marginals come from log space: finite, a distribution at every real position,
+    equal to the log-space ones."""
+    from seqnlp.nn.crf import backward_scores, forward_scores, unary_marginals
+
+    torch.manual_seed(seed)
+    crf = LinearChainCRF(4).double()
+    with torch.no_grad():
+        crf.crf.transitions.normal_().mul_(400)
+    emissions = torch.randn(3, 6, 4, dtype=torch.float64) * 400
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 2, 1])[:, None]
+    c = crf.crf
+    alphas = forward_scores(emissions, mask, c.start_transitions, c.transitions)
+    betas = backward_scores(emissions, mask, c.transitions, c.end_transitions)
+    log_z = torch.logsumexp(alphas[-1] + c.end_transitions, dim=1)
+    want = unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
+    got = crf.marginals(emissions, mask)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got.sum(-1), mask.double(), atol=1e-12, rtol=0)

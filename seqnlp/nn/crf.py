@@ -131,11 +131,18 @@ class LinearChainCRF(nn.Module):
     @torch.no_grad()
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Posterior p(tag_t = k | sentence): (batch, time, tags), zero at padding, in
-        the CRF's dtype (``scaled_marginals``)."""
+        the CRF's dtype (``scaled_marginals``; in log space where that underflows, as
+        the NumPy CRF of ``seqnlp.onnx_runtime`` does)."""
         crf = self.crf
-        return scaled_marginals(
-            emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
-        ).to(crf.transitions.dtype)
+        start, trans, end = crf.start_transitions, crf.transitions, crf.end_transitions
+        probs = scaled_marginals(emissions, mask, start, trans, end)
+        if probs is None:  # a step underflowed: log space, slower but safe
+            emissions = emissions.to(trans.dtype)
+            alphas = forward_scores(emissions, mask, start, trans)
+            betas = backward_scores(emissions, mask, trans, end)
+            log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
+            probs = unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
+        return probs.to(trans.dtype)
 
 
 def forward_scores(
@@ -182,7 +189,7 @@ def backward_scores(
 def scaled_marginals(
     emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor,
     end: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor | None:  # fmt: skip
     """p(y_t = k | sentence) (batch, time, tags), zero at padding: forward-backward in
     probability space (float64), each step's vectors rescaled to sum to one, the forward
     and the backward recursion run as one batched product per step.
@@ -193,7 +200,8 @@ def scaled_marginals(
     scales cancel in the per-position normalisation. The exponentials of the scores are
     taken once, each shifted by its maximum (emissions per position, transitions
     overall), so nothing overflows; in float64 a step underflows only where scores
-    differ by more than about 700 (such a tag then gets probability 0).
+    differ by more than about 700, and then this returns None (the caller computes
+    in log space).
 
     emissions: (batch, time, tags); mask: (batch, time), left-aligned; start, end:
     (tags,); trans: (from, to).
@@ -224,8 +232,11 @@ def scaled_marginals(
         beta = torch.where(inside[b], both[1], betas[time - 1])
         alphas[k], betas[b] = alpha, beta
     joint = (alphas * betas).transpose(0, 1)  # (batch, time, tags)
-    joint = joint / joint.sum(dim=2, keepdim=True)
-    return joint.masked_fill(~mask.unsqueeze(2), 0.0)
+    total = joint.sum(dim=2, keepdim=True)
+    real = mask.unsqueeze(2)
+    if not bool((torch.isfinite(total) & (total > 0) | ~real).all()):
+        return None
+    return (joint / total).masked_fill(~real, 0.0)
 
 
 def unary_marginals(
