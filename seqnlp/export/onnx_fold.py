@@ -234,12 +234,7 @@ def _drop_unused(graph: Any) -> None:
     initializers nothing reads (the embedding and the LSTM's weights), repeatedly."""
     outputs = {o.name for o in graph.output}
     while True:
-        read = set(outputs)
-        for node in graph.node:
-            read.update(node.input)
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    read.update(_subgraph_inputs(attribute.g))
+        read = outputs | _subgraph_inputs(graph)
         dead = [n for n in graph.node if n.output and not any(o in read for o in n.output)]
         for node in dead:
             graph.node.remove(node)
@@ -250,7 +245,7 @@ def _drop_unused(graph: Any) -> None:
 
 
 def _subgraph_inputs(subgraph: Any) -> set[str]:
-    """Every name a subgraph's nodes read (outer names among them)."""
+    """Every name a graph's nodes read, in its subgraphs too (outer names among them)."""
     read: set[str] = set()
     for node in subgraph.node:
         read.update(node.input)
