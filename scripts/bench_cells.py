@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--no_compiled", action="store_true", help="skip TorchScript/compile")
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS),
+                        help="time only these cells (default: all)")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,7 +122,7 @@ def main() -> None:
         reference(x_grad)[0].sum().backward()
 
     rows = []
-    for cell in CELLS:
+    for cell in args.cells:
         encoder = RNNEncoder(args.input, args.hidden, 1, cell, args.bidirectional)
 
         def infer(encoder: RNNEncoder = encoder) -> None:
