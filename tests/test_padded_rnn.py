@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqnlp.nn import padded_rnn
 from seqnlp.nn.embeddings import CharLSTM
 from seqnlp.nn.encoder import RNNEncoder
 from seqnlp.nn.padded_rnn import reversal_index, reverse_within, run_padded
@@ -67,6 +68,43 @@ def test_run_padded_equals_packed(cell, layers, bidirectional, lengths, with_ini
     torch.testing.assert_close(x_new.grad, x_ref.grad)
     for p, g in zip(rnn.parameters(), grads_ref, strict=True):
         torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_prediction_packs_a_batch_that_is_mostly_padding(
+    cell, bidirectional, with_initial, monkeypatch
+):
+    """In prediction a batch under ``PACK_BELOW`` real steps runs packed: the same
+    outputs and final states as the padded path, in the caller's row order."""
+    torch.manual_seed(0)
+    rnn = CELLS[cell](3, 4, num_layers=2, batch_first=True, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([2, 9, 1, 3, 2])  # 17 real steps of 45: 0.38
+    x = torch.randn(5, 9, 3)
+    initial = None
+    if with_initial:
+        shape = (2 * (2 if bidirectional else 1), 5, 4)
+        initial = (torch.randn(shape), torch.randn(shape)) if cell == "lstm" else torch.randn(shape)
+    calls = []
+    real_pack = padded_rnn._run_packed
+    monkeypatch.setattr(padded_rnn, "_run_packed", lambda *a: calls.append(1) or real_pack(*a))
+    with torch.no_grad():
+        out, h = run_padded(rnn, x, lengths, initial)
+        assert calls == [1]
+        monkeypatch.setattr(padded_rnn, "PACK_BELOW", 0.0)  # never packs
+        out_padded, h_padded = run_padded(rnn, x, lengths, initial)
+        assert calls == [1]
+    torch.testing.assert_close(out, out_padded, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h, h_padded, atol=1e-6, rtol=0)
+    for b, n in enumerate(lengths.tolist()):
+        assert (out[b, n:] == 0).all()
+    # with autograd, or in training mode, it never packs
+    monkeypatch.setattr(padded_rnn, "PACK_BELOW", 1.0)
+    run_padded(rnn, x, lengths, initial)
+    with torch.no_grad():
+        run_padded(rnn.train(), x, lengths, initial)
+    assert calls == [1]
 
 
 def test_run_padded_dropout_only_between_layers_in_training():

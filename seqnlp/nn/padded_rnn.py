@@ -7,6 +7,11 @@ one step at a time; GRU and tanh RNN get one input matmul for all steps when pad
 On this project's benchmark machine the padded path is 1.2-2.8x faster for LSTMs
 (inference and training) and 1.4-1.5x for GRU training (docs/benchmarks.md).
 
+Except where most of a batch is padding, in prediction: a batch of random lengths
+(the server's micro-batches: 31 sentences of 2 to 100+ words) is mostly padding, and
+there the packed loop, which steps only the rows still running, is faster
+(``PACK_BELOW``; docs/benchmarks.md). Training always runs padded.
+
 Padding must not reach a real position. Forwards, the padding comes after each
 sequence's end, so it cannot. Backwards, each sequence is reversed within its own
 length (its padding stays at the end), run forwards with the reverse weights, and
@@ -17,6 +22,11 @@ from __future__ import annotations
 
 import torch
 from torch import _VF, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+#: prediction packs a batch whose real steps are less than this share of its padded
+#: size, sum(lengths) / (batch * time) (docs/benchmarks.md, "Serving over HTTP")
+PACK_BELOW = 0.45
 
 
 def reversal_index(lengths: torch.Tensor, time: int) -> torch.Tensor:
@@ -108,6 +118,8 @@ def run_padded(
         raise ValueError("run_padded needs batch_first=True and no projections")
     batch, time, _ = inputs.shape
     lengths = lengths.to(inputs.device)
+    if _pack(rnn, lengths, batch * time):
+        return _run_packed(rnn, inputs, lengths, initial)
     directions = 2 if rnn.bidirectional else 1
     states = rnn.num_layers * directions
     shape = (states, batch, rnn.hidden_size)
@@ -140,3 +152,31 @@ def run_padded(
             outputs.append(out)
         x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
     return padding.zero_padding(x), torch.stack(finals)
+
+
+def _pack(rnn: nn.RNNBase, lengths: torch.Tensor, padded_steps: int) -> bool:
+    """Whether ``run_padded`` packs this batch: in prediction (no autograd, eval mode,
+    not being traced for export) when its real steps are under ``PACK_BELOW`` of it."""
+    if torch.is_grad_enabled() or rnn.training or torch.jit.is_tracing():
+        return False
+    return int(lengths.sum()) < PACK_BELOW * padded_steps
+
+
+def _run_packed(
+    rnn: nn.RNNBase,
+    inputs: torch.Tensor,
+    lengths: torch.Tensor,
+    initial: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``run_padded``'s results through torch's packed loop: outputs (batch, time,
+    directions * hidden), zeros at padded positions, and the final hidden states
+    (layers * directions, batch, hidden)."""
+    packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    if initial is None:
+        out, state = rnn(packed)
+    elif rnn.mode == "LSTM":
+        out, state = rnn(packed, initial)
+    else:
+        out, state = rnn(packed, initial[0] if isinstance(initial, tuple) else initial)
+    outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+    return outputs, state[0] if rnn.mode == "LSTM" else state
