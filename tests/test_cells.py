@@ -75,7 +75,7 @@ def _randomise(module: nn.Module) -> None:
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
 @pytest.mark.parametrize("kind", CUSTOM_CELLS)
 def test_each_cell_matches_its_equations(kind, grad):
-    # without autograd the layer-norm LSTM runs its own gate-major loop: checked too
+    # and without autograd, as prediction runs (no graph, no gradient through the state)
     cell = CustomCell(kind, 5, 4)
     _randomise(cell)
     x = torch.randn(3, 6, 5)
@@ -151,8 +151,9 @@ def test_a_batch_equals_one_by_one(kind, bidirectional):
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_the_layernorm_lstm_gives_the_same_without_autograd(bidirectional):
-    """Prediction (no autograd) takes the layer-norm LSTM's gate-major loop; training
-    takes the step the gradients go through: the same outputs and final states."""
+    """Through the encoder (both directions, padding, two layers with residual and
+    layer norm), prediction without autograd gives what training's forward pass gives:
+    the same outputs and final states."""
     encoder = RNNEncoder(4, 5, 2, "layernorm_lstm", bidirectional, residual=True,
                          layer_norm=True).eval()  # fmt: skip
     _randomise(encoder)

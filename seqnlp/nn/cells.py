@@ -206,9 +206,8 @@ class CustomCell(nn.Module):
         (hidden, hidden) blocks and each gate's norm and activation run on a contiguous
         block. On 2 threads MKL spreads the batched product over both, where one
         (batch, hidden) x (hidden, 4 hidden) product gains nothing from the second
-        (docs/benchmarks.md). Without autograd every step also writes into the outputs
-        in place. x (batch, time, input_size) -> hidden and cell states, each (batch,
-        time, hidden)."""
+        (docs/benchmarks.md). x (batch, time, input_size) -> hidden and cell states,
+        each (batch, time, hidden)."""
         batch, time, _ = x.shape
         n = self.hidden_size
         w = self.weight_hh if weight_hh is None else weight_hh
@@ -216,34 +215,18 @@ class CustomCell(nn.Module):
         xw = self.input_products(x).view(batch, time, 4, n).permute(1, 2, 0, 3)  # (time, 4, b, n)
         gain = self.ln_hh.unsqueeze(1)  # (gates, 1, hidden)
         h, c = state[0], state[1]
-        if torch.is_grad_enabled():
-            hs, cs = [], []
-            for t in range(time):
-                if state_mask is not None:
-                    h = h * state_mask
-                g = torch.addcmul(xw[t], F.layer_norm(torch.bmm(h.expand(4, batch, n), w_blocks),
-                                                      (n,)), gain)  # fmt: skip
-                ifo = torch.sigmoid(g[:3])
-                c = torch.addcmul(ifo[1] * c, ifo[0], torch.tanh(g[3]))
-                h = ifo[2] * torch.tanh(F.layer_norm(c, (n,), self.ln_cell[0], self.ln_cell[1]))
-                hs.append(h)
-                cs.append(c)
-            return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
-        xw = xw.contiguous()
-        out_h, out_c = x.new_empty(time, batch, n), x.new_empty(time, batch, n)
-        product = x.new_empty(4, batch, n)
+        hs, cs = [], []
         for t in range(time):
             if state_mask is not None:
                 h = h * state_mask
-            torch.bmm(h.expand(4, batch, n), w_blocks, out=product)
-            g = torch.addcmul(xw[t], F.layer_norm(product, (n,)), gain)  # (4, batch, n)
-            g[:3].sigmoid_()
-            g[3].tanh_()
-            torch.mul(g[1], c, out=out_c[t]).addcmul_(g[0], g[3])
-            normed = F.layer_norm(out_c[t], (n,), self.ln_cell[0], self.ln_cell[1]).tanh_()
-            torch.mul(g[2], normed, out=out_h[t])
-            h, c = out_h[t], out_c[t]
-        return out_h.transpose(0, 1), out_c.transpose(0, 1)
+            g = torch.addcmul(xw[t], F.layer_norm(torch.bmm(h.expand(4, batch, n), w_blocks),
+                                                  (n,)), gain)  # fmt: skip
+            ifo = torch.sigmoid(g[:3])
+            c = torch.addcmul(ifo[1] * c, ifo[0], torch.tanh(g[3]))
+            h = ifo[2] * torch.tanh(F.layer_norm(c, (n,), self.ln_cell[0], self.ln_cell[1]))
+            hs.append(h)
+            cs.append(c)
+        return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
 
     def gate_values(self, x: Tensor, state: State) -> tuple[dict[str, Tensor], Tensor]:
         """Each gate's activations (time, hidden) over one sequence x (time, input_size)
