@@ -357,7 +357,7 @@ def create_app(
     from starlette.exceptions import HTTPException
 
     from seqnlp import __version__
-    from seqnlp.serve_process import PredictorPool, PredictorProcess
+    from seqnlp.serve_process import PROCESS_PREDICTORS
 
     limits = limits or Limits()
     worker_init = None
@@ -370,7 +370,7 @@ def create_app(
     stats = batcher.stats
     token_lists = predictor.task == "tagging" and not getattr(predictor, "documents", False)
     metadata = dumps(predictor.metadata())
-    where = "process" if isinstance(predictor, (PredictorProcess, PredictorPool)) else "thread"
+    where = "process" if isinstance(predictor, PROCESS_PREDICTORS) else "thread"
 
     def json_response(data: Any, status: int = 200) -> Response:
         return Response(dumps(data), status, media_type="application/json")

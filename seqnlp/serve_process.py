@@ -66,6 +66,11 @@ class PredictorProcess:
         self.pid: int = payload["pid"]
         self._metadata: dict[str, Any] = payload["metadata"]
 
+    @property
+    def pids(self) -> list[int]:
+        """The child's pid, as a list (as ``PredictorPool.pids``)."""
+        return [self.pid]
+
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
@@ -192,3 +197,7 @@ class PredictorPool:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
+
+
+#: the predictors that run the model in child processes: ``close`` them, ``pids`` names them
+PROCESS_PREDICTORS = (PredictorProcess, PredictorPool)

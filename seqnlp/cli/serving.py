@@ -143,7 +143,7 @@ def run_serve(argv: Sequence[str]) -> None:
                          "pip install 'seqnlp[serve]'") from None  # fmt: skip
     from seqnlp import load
     from seqnlp.serve import Limits, create_app
-    from seqnlp.serve_process import PredictorPool, PredictorProcess
+    from seqnlp.serve_process import PROCESS_PREDICTORS, PredictorPool, PredictorProcess
 
     sock = bind(args.host, args.port)
     predictor: Any = None
@@ -176,16 +176,15 @@ def run_serve(argv: Sequence[str]) -> None:
         sock.listen(config.backlog)  # connections wait from now on; none is refused
     except BaseException:
         sock.close()
-        if isinstance(predictor, (PredictorProcess, PredictorPool)):
+        if isinstance(predictor, PROCESS_PREDICTORS):
             predictor.close()
         raise
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     where = "in this process"
-    if isinstance(predictor, PredictorProcess):
-        where = f"in process {predictor.pid}"
-    elif isinstance(predictor, PredictorPool):
-        where = f"in processes {', '.join(map(str, predictor.pids))}"
+    if isinstance(predictor, PROCESS_PREDICTORS):
+        pids = predictor.pids
+        where = f"in process{'es' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
     logger.info("serving the %s model %s at %s (POST /predict, GET /health, GET /metadata; "
                 "HTTP parser %s, event loop %s; the model %s)", predictor.task, args.model, url,
                 http, loop, where)  # fmt: skip
@@ -198,7 +197,7 @@ def run_serve(argv: Sequence[str]) -> None:
     try:
         server.run(sockets=[sock])
     finally:  # after the requests in flight
-        if isinstance(predictor, (PredictorProcess, PredictorPool)):
+        if isinstance(predictor, PROCESS_PREDICTORS):
             predictor.close()
     if not server.started:
         raise SystemExit(3)  # the app did not start; uvicorn said why
