@@ -38,6 +38,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqnlp.nn.cell_loops import (
+    LayerNormLSTMLoop,
+    PeepholeLoop,
+    layernorm_lstm_forward,
+    peephole_forward,
+)
+
 TORCH_CELLS = ("rnn", "rnn_relu", "gru", "lstm")
 CUSTOM_CELLS = ("peephole_lstm", "cifg_lstm", "layernorm_lstm", "layernorm_gru")
 CELLS = TORCH_CELLS + CUSTOM_CELLS
@@ -188,6 +195,14 @@ class CustomCell(nn.Module):
             return self._run_layernorm_lstm(x, state, weight_hh, state_mask)
         xw = self.input_products(x)  # (batch, time, gates * hidden)
         w_t = (self.weight_hh if weight_hh is None else weight_hh).t()
+        if self.kind == "peephole_lstm":
+            assert self.peephole is not None
+            args = (xw.transpose(0, 1), state[0], state[1], w_t, self.peephole, state_mask)
+            if torch.is_grad_enabled():
+                hs, cs = PeepholeLoop.apply(*args)
+            else:
+                hs, cs, _ = peephole_forward(*args, keep=False)
+            return hs.transpose(0, 1).contiguous(), cs.transpose(0, 1).contiguous()
         hs, cs = [], []
         for t in range(x.size(1)):
             if state_mask is not None:
@@ -213,20 +228,13 @@ class CustomCell(nn.Module):
         w = self.weight_hh if weight_hh is None else weight_hh
         w_blocks = w.view(4, n, n).transpose(1, 2)  # (gates, hidden in, hidden out)
         xw = self.input_products(x).view(batch, time, 4, n).permute(1, 2, 0, 3)  # (time, 4, b, n)
-        gain = self.ln_hh.unsqueeze(1)  # (gates, 1, hidden)
-        h, c = state[0], state[1]
-        hs, cs = [], []
-        for t in range(time):
-            if state_mask is not None:
-                h = h * state_mask
-            g = torch.addcmul(xw[t], F.layer_norm(torch.bmm(h.expand(4, batch, n), w_blocks),
-                                                  (n,)), gain)  # fmt: skip
-            ifo = torch.sigmoid(g[:3])
-            c = torch.addcmul(ifo[1] * c, ifo[0], torch.tanh(g[3]))
-            h = ifo[2] * torch.tanh(F.layer_norm(c, (n,), self.ln_cell[0], self.ln_cell[1]))
-            hs.append(h)
-            cs.append(c)
-        return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+        args = (xw, state[0], state[1], w_blocks, self.ln_hh.unsqueeze(1), self.ln_cell,
+                state_mask)  # fmt: skip
+        if torch.is_grad_enabled():
+            hs, cs = LayerNormLSTMLoop.apply(*args)
+        else:
+            hs, cs, _ = layernorm_lstm_forward(*args, keep=False)
+        return hs.transpose(0, 1).contiguous(), cs.transpose(0, 1).contiguous()
 
     def gate_values(self, x: Tensor, state: State) -> tuple[dict[str, Tensor], Tensor]:
         """Each gate's activations (time, hidden) over one sequence x (time, input_size)
