@@ -10,8 +10,9 @@ gradients of all steps into one (time, ...) tensor, and takes the recurrent matr
 gradient from it in one product at the end, as torch's fused LSTM backward does. The
 same forward serves prediction, keeping nothing.
 
-Tensors are time-major here: the input products ``xw`` are (time, batch, 4 hidden) for
-the peephole LSTM and (time, 4, batch, hidden) (gate-major) for the layer-norm LSTM.
+The input products ``xw`` are time-major here: (time, batch, 4 hidden) for the peephole
+LSTM and (time, 4, batch, hidden) (gate-major) for the layer-norm LSTM. The states
+come out batch-major, (batch, time, hidden), as ``CustomCell.run`` returns them.
 The equations are those of ``seqnlp.nn.cells``; ``tests/test_cells.py`` checks both
 loops against their transcription and with gradcheck.
 """
@@ -42,7 +43,7 @@ def peephole_forward(
 ) -> tuple[Tensor, Tensor, dict[str, list[Any]] | None]:  # fmt: skip
     """The peephole LSTM over xw (time, batch, 4 hidden) from h, c (batch, hidden),
     with w_t (hidden, 4 hidden) and peepholes (3, hidden). Returns the hidden and cell
-    states (time, batch, hidden) and, with ``keep``, what the backward needs."""
+    states (batch, time, hidden) and, with ``keep``, what the backward needs."""
     n = h.size(1)
     hs, cs = [], []
     kept: dict[str, list[Any]] | None = {"hm": [], "c": [c], "ifuo": [], "tc": []} if keep else None
@@ -63,7 +64,7 @@ def peephole_forward(
             kept["c"].append(c)
             kept["ifuo"].append((i, f, u, o))
             kept["tc"].append(tc)
-    return torch.stack(hs), torch.stack(cs), kept
+    return torch.stack(hs, 1), torch.stack(cs, 1), kept
 
 
 class PeepholeLoop(torch.autograd.Function):
@@ -83,7 +84,7 @@ class PeepholeLoop(torch.autograd.Function):
     def backward(ctx: Any, d_hs: Tensor, d_cs: Tensor) -> tuple[Tensor | None, ...]:
         w_t, peep = ctx.saved_tensors
         kept, mask = ctx.kept, ctx.mask
-        time, batch, n = d_hs.shape
+        batch, time, n = d_hs.shape
         w = w_t.t()  # (4n, n)
         dg_all = d_hs.new_empty(time, batch, 4 * n)
         dh = d_hs.new_zeros(batch, n)
@@ -92,9 +93,9 @@ class PeepholeLoop(torch.autograd.Function):
         for t in range(time - 1, -1, -1):
             i, f, u, o = kept["ifuo"][t]
             tc, c_prev, c_new = kept["tc"][t], kept["c"][t], kept["c"][t + 1]
-            dh = dh + d_hs[t]
+            dh = dh + d_hs[:, t]
             dgo = dh * tc * o * (1 - o)
-            dc = dc + d_cs[t] + dh * o * (1 - tc * tc) + dgo * peep[2]
+            dc = dc + d_cs[:, t] + dh * o * (1 - tc * tc) + dgo * peep[2]
             dgi = dc * u * i * (1 - i)
             dgf = dc * c_prev * f * (1 - f)
             dgu = dc * i * (1 - u * u)
@@ -118,7 +119,7 @@ def layernorm_lstm_forward(
     """The layer-norm LSTM, gate-major, over xw (time, 4, batch, hidden) from h, c
     (batch, hidden), with the recurrent blocks w_blocks (4, hidden in, hidden out), the
     recurrent norm's gains (4, 1, hidden) and the cell norm's gain and shift cell_ln
-    (2, hidden). Returns the hidden and cell states (time, batch, hidden) and, with
+    (2, hidden). Returns the hidden and cell states (batch, time, hidden) and, with
     ``keep``, what the backward needs."""
     batch, n = h.shape
     hs, cs = [], []
@@ -144,7 +145,7 @@ def layernorm_lstm_forward(
                 kept[k].append(v)
     if kept is not None:
         kept["c"].append(c)
-    return torch.stack(hs), torch.stack(cs), kept
+    return torch.stack(hs, 1), torch.stack(cs, 1), kept
 
 
 class LayerNormLSTMLoop(torch.autograd.Function):
@@ -166,7 +167,7 @@ class LayerNormLSTMLoop(torch.autograd.Function):
     def backward(ctx: Any, d_hs: Tensor, d_cs: Tensor) -> tuple[Tensor | None, ...]:
         w_blocks, gain, cell_ln = ctx.saved_tensors
         kept, mask = ctx.kept, ctx.mask
-        time, batch, n = d_hs.shape
+        batch, time, n = d_hs.shape
         w_back = w_blocks.transpose(1, 2)  # (4, hidden out, hidden in)
         dg_all = d_hs.new_empty(time, 4, batch, n)  # gradients at the gates' inputs
         da_all = d_hs.new_empty(time, 4, batch, n)  # ... at the recurrent products
@@ -178,12 +179,12 @@ class LayerNormLSTMLoop(torch.autograd.Function):
             i, f, o = kept["ifo"][t]
             u, tl, c_prev, c_new = kept["u"][t], kept["tl"][t], kept["c"][t], kept["c"][t + 1]
             c_rstd = kept["c_rstd"][t]
-            dh = dh + d_hs[t]
+            dh = dh + d_hs[:, t]
             d_normed = dh * o * (1 - tl * tl)
             c_hat = (c_new - c_new.mean(-1, keepdim=True)) * c_rstd
             d_cell_ln[0] += (d_normed * c_hat).sum(0)
             d_cell_ln[1] += d_normed.sum(0)
-            dc = dc + d_cs[t] + _ln_backward(d_normed * cell_ln[0], c_hat, c_rstd)
+            dc = dc + d_cs[:, t] + _ln_backward(d_normed * cell_ln[0], c_hat, c_rstd)
             dg = dg_all[t]
             torch.mul(dc * u, i * (1 - i), out=dg[0])
             torch.mul(dc * c_prev, f * (1 - f), out=dg[1])

@@ -133,7 +133,7 @@ class CustomCell(nn.Module):
         """The input side of every gate for every step at once: x (..., input_size) ->
         (..., gates * hidden), with the biases that do not depend on the state."""
         if self.layernorm:
-            return _group_norm(F.linear(x, self.weight_ih), self.ln_ih) + self.bias_ih
+            return _group_norm_add(F.linear(x, self.weight_ih), self.ln_ih, self.bias_ih)
         assert self.bias_hh is not None
         return F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
 
@@ -202,7 +202,7 @@ class CustomCell(nn.Module):
                 hs, cs = PeepholeLoop.apply(*args)
             else:
                 hs, cs, _ = peephole_forward(*args, keep=False)
-            return hs.transpose(0, 1).contiguous(), cs.transpose(0, 1).contiguous()
+            return hs, cs
         hs, cs = [], []
         for t in range(x.size(1)):
             if state_mask is not None:
@@ -234,7 +234,7 @@ class CustomCell(nn.Module):
             hs, cs = LayerNormLSTMLoop.apply(*args)
         else:
             hs, cs, _ = layernorm_lstm_forward(*args, keep=False)
-        return hs.transpose(0, 1).contiguous(), cs.transpose(0, 1).contiguous()
+        return hs, cs
 
     def gate_values(self, x: Tensor, state: State) -> tuple[dict[str, Tensor], Tensor]:
         """Each gate's activations (time, hidden) over one sequence x (time, input_size)
