@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
-from seqnlp.data.batching import BucketBatchSampler, pad_2d, pad_3d
+from seqnlp.data.batching import BucketBatchSampler, pad_2d, pad_3d, pad_with_lengths
 from seqnlp.data.resumable import ResumableDataLoader
 
 
@@ -183,6 +183,17 @@ def test_pad_2d():
     assert pad_2d([[1], [2, 3]]).tolist() == [[1, 0], [2, 3]]  # default pad 0
     assert pad_2d([[], []]).shape == (2, 0)
     assert pad_2d([]).shape == (0, 0)
+
+
+def test_pad_with_lengths_and_rows_of_any_sequence():
+    rows = [(3, 1), [], range(5, 8), [2**40]]  # tuples, ranges, ids past int32
+    padded, lengths, mask = pad_with_lengths(rows, pad=-7)
+    assert padded.dtype == lengths.dtype == torch.long and mask.dtype == torch.bool
+    assert padded.tolist() == [[3, 1, -7], [-7, -7, -7], [5, 6, 7], [2**40, -7, -7]]
+    assert lengths.tolist() == [2, 0, 3, 1]
+    assert mask.tolist() == [[True, True, False], [False] * 3, [True] * 3, [True, False, False]]
+    padded, lengths, mask = pad_with_lengths([])
+    assert padded.shape == mask.shape == (0, 0) and lengths.shape == (0,)
 
 
 def test_pad_3d():
