@@ -117,6 +117,7 @@ class TaggerNetwork(nn.Module):
         char_ids: torch.Tensor,
         lengths: torch.Tensor,
         char_rows: torch.Tensor | None = None,
+        char_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tag scores (batch, time, tags) of a padded batch.
 
@@ -126,8 +127,10 @@ class TaggerNetwork(nn.Module):
                 ``char_rows``, (words, chars): each distinct word once.
             lengths: (batch,) real lengths, each >= 1.
             char_rows: (batch, time) the row of ``char_ids`` of each position.
+            char_vectors: with ``char_rows``, the character features of each row of
+                ``char_ids`` (words, features) computed already (a prediction cache).
         """
-        x = self.features(word_ids, char_ids, lengths, char_rows)  # (batch, time, features)
+        x = self.features(word_ids, char_ids, lengths, char_rows, char_vectors)
         h, _ = self.encoder(self.dropout(x), lengths)  # (batch, time, 2 * hidden)
         return self.emission(self.dropout(h))  # (batch, time, tags)
 
@@ -137,12 +140,16 @@ class TaggerNetwork(nn.Module):
         char_ids: torch.Tensor,
         lengths: torch.Tensor,
         char_rows: torch.Tensor | None = None,
+        char_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The encoder's inputs (batch, time, features) before dropout: each word's
         embedding and character features (arguments as ``forward``)."""
         mask = lengths_mask(lengths, word_ids.size(1))  # (batch, time)
         x = self.word_embedding(self.word_dropout(word_ids, mask))  # (batch, time, word_dim)
-        if self.char_features is not None:
+        if self.char_features is not None and char_vectors is not None:
+            assert char_rows is not None, "char_vectors are given per row of char_rows"
+            x = torch.cat([x, char_vectors[char_rows]], dim=-1)
+        elif self.char_features is not None:
             x = torch.cat([x, self.word_char_features(char_ids, char_rows)], dim=-1)
         if self.char_lms is not None:  # each sentence's text, read by the LMs once
             words = char_ids[char_rows] if char_rows is not None else char_ids

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 
 from seqnlp.data.batching import pad_2d
 from seqnlp.data.tagging import TaggingBatch, TaggingCodec, collate_distinct_tokens
 from seqnlp.models.tagger import TaggerNetwork
+from seqnlp.predict.char_cache import CharFeatureCache
 from seqnlp.predict.tagging_records import Sentence, TaggedBatch, TaggingRecords
 from seqnlp.predict.torch_base import TorchPredictor
 
@@ -46,7 +49,8 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         n_best: also the ``n_best`` most probable tag sequences (CRF head).
         pretokenized: strings are tokens separated by white space already.
         documents: each string is a document of sentences.
-        token_cache_size: distinct tokens whose ids are kept (cleared when full).
+        token_cache_size: distinct tokens whose ids, and character features, are kept
+            (each cache emptied when full; ``CharFeatureCache``).
     """
 
     network: TaggerNetwork
@@ -60,6 +64,8 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         super().__init__(network, codec, batch_size, parallel_batches)
         self._set_tagging_options(confidence, n_best, pretokenized, documents,
                                   token_cache_size, crf=network.crf is not None)  # fmt: skip
+        chars = network.char_features
+        self._char_cache = CharFeatureCache(chars, token_cache_size) if chars else None
 
     @torch.inference_mode()
     def tag_batch(self, sentences: list[list[str]]) -> TaggedBatch:
@@ -67,7 +73,12 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
             collate_distinct_tokens(sentences, self.encode_token)
         )
         network = self.network
-        emissions = network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows)
+        vectors = None
+        if self._char_cache is not None:  # rows in distinct_tokens' order: first occurrences
+            tokens = list(dict.fromkeys(chain.from_iterable(sentences)))
+            vectors = self._char_cache.vectors(tokens, batch.char_ids)
+        emissions = network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows,
+                            vectors)  # fmt: skip
         paths = network.decode(emissions, batch.mask)  # emissions: (batch, time, tags)
         path_probs: list[list[float]] | None = None  # each path's tag posteriors (batch, time)
         if self.confidence:
