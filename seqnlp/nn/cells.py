@@ -6,7 +6,9 @@ sequence in one matrix product (``input_products``), then a Python loop over tim
 whose body is one ``addmm`` and a handful of element-wise operations (``step``). The
 layer-norm LSTM runs its sequences gate-major (``_run_layernorm_lstm``: one batched
 product of the four gate blocks a step, which uses a second thread where one product
-does not); ``step`` (streaming, the gate inspector) is the same cell batch-major.
+does not); ``step`` (streaming, the gate inspector) is the same cell batch-major. The
+peephole and layer-norm LSTMs run their loops through ``seqnlp.nn.cell_loops``, whose
+hand-written backward takes the place of a dozen autograd nodes a step.
 TorchScript and ``torch.compile`` were measured on this loop and did not make it
 faster on the CPU (docs/benchmarks.md, "Recurrent cells against nn.LSTM").
 
