@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import TypeVar
 
-import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from seqnlp.data.sorting import length_sorted_batches
+from seqnlp.data.sorting import length_sorted_batches, pad_rows
 
 T = TypeVar("T")
 
@@ -130,23 +128,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 def pad_2d(rows: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:
-    """Stack integer rows of unequal length: (batch, max_len). The ids go through one
-    flat NumPy array (5x faster than ``torch.tensor`` of padded nested lists, which
-    was 6% of a served tagger batch)."""
-    return torch.from_numpy(_padded(rows, _row_lengths(rows), pad))
-
-
-def _row_lengths(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    return np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-
-
-def _padded(rows: Sequence[Sequence[int]], lengths: np.ndarray, pad: int) -> np.ndarray:
-    """rows, of ``lengths``, right-padded with ``pad``: (batch, max_len) int64."""
-    width = int(lengths.max()) if len(rows) else 0
-    flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-    out = np.full((len(rows), width), pad, dtype=np.int64)
-    out[np.arange(width) < lengths[:, None]] = flat  # row-major, as ``flat``
-    return out
+    """Stack integer rows of unequal length: (batch, max_len) (``pad_rows``)."""
+    return torch.from_numpy(pad_rows(rows, pad)[0])
 
 
 def pad_with_lengths(
@@ -154,10 +137,8 @@ def pad_with_lengths(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``pad_2d(rows)`` (batch, max_len), the row lengths (batch,) and the mask of real
     positions (batch, max_len), True on each row's first ``length`` positions."""
-    lengths = _row_lengths(rows)
-    padded = torch.from_numpy(_padded(rows, lengths, pad))
-    lengths_t = torch.from_numpy(lengths)
-    return padded, lengths_t, torch.arange(padded.size(1))[None, :] < lengths_t[:, None]
+    padded, lengths = (torch.from_numpy(a) for a in pad_rows(rows, pad))
+    return padded, lengths, torch.arange(padded.size(1))[None, :] < lengths[:, None]
 
 
 def pad_3d(rows: Sequence[Sequence[Sequence[int]]], pad: int = 0) -> torch.Tensor:

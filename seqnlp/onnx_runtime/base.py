@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seqnlp.data.codecs import distinct_tokens
+from seqnlp.data.sorting import pad_rows
 from seqnlp.predict.base import Predictor, Record
 
 INSTALL = "pip install 'seqnlp[onnx]'"
@@ -103,19 +103,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def pad_rows(
-    rows: Sequence[Sequence[int]], pad: int = 0, min_width: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integer rows right-padded into (batch, max(max_len, min_width)) int64, and their
-    lengths (batch,) int64: ``seqnlp.data.batching.pad_with_lengths`` without torch."""
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    width = max(int(lengths.max()) if len(rows) else 0, min_width)
-    padded = np.full((len(rows), width), pad, dtype=np.int64)
-    real = np.arange(width)[None, :] < lengths[:, None]  # (batch, max_len)
-    padded[real] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-    return padded, lengths
 
 
 def collate_distinct(

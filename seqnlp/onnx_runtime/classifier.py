@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from seqnlp.data.codecs import ClassificationCodec
-from seqnlp.onnx_runtime.base import OnnxPredictor, pad_rows
+from seqnlp.data.sorting import pad_rows
+from seqnlp.onnx_runtime.base import OnnxPredictor
 from seqnlp.predict.classification_records import ClassificationRecords
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from seqnlp.onnx_runtime.base import OnnxPredictor, available_cpus, inference_session, pad_rows
+from seqnlp.data.sorting import pad_rows
+from seqnlp.onnx_runtime.base import OnnxPredictor, available_cpus, inference_session
 from seqnlp.predict.base import Predictor, Record
 from seqnlp.predict.translation_records import Hypothesis, TranslationRecords
 
