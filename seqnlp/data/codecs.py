@@ -178,11 +178,11 @@ def unseen_tag(records: Iterable[dict[str, Any]], codec: TaggingCodec) -> str | 
 
 def distinct_tokens(
     sentences: Sequence[Sequence[str]], encode: Callable[[str], tuple[int, list[int]]]
-) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+) -> tuple[list[list[int]], list[list[int]], list[list[int]], list[str]]:
     """Word ids (per sentence), the character ids of each distinct token once (row 0 the
-    padding's empty word) and each token's row among them (per sentence): what the
-    torch and ONNX prediction batches are padded from. ``encode(token)`` gives the
-    token's word id and character ids."""
+    padding's empty word), each token's row among them (per sentence), and the distinct
+    tokens (row i + 1 is token i): what the torch and ONNX prediction batches are
+    padded from. ``encode(token)`` gives the token's word id and character ids."""
     rows: dict[str, int] = {}
     chars: list[list[int]] = [[]]  # row 0: the padding's empty word
     word_ids, char_rows = [], []
@@ -198,7 +198,7 @@ def distinct_tokens(
             sentence_rows.append(row)
         word_ids.append(sentence_words)
         char_rows.append(sentence_rows)
-    return word_ids, chars, char_rows
+    return word_ids, chars, char_rows, list(rows)
 
 
 class ClassificationCodec(StateEquality):

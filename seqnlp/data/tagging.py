@@ -32,7 +32,8 @@ class TaggingBatch:
     example_ids: (batch,) positions in the split, or None. With ``char_rows``
     (batch, time) (prediction batches, ``collate_distinct_tokens``), ``char_ids``
     is (words, chars) instead: each distinct token once, row 0 the empty word of
-    the padding, and ``char_rows`` the row of each position.
+    the padding, and ``char_rows`` the row of each position; ``char_tokens`` then
+    names the token of each row after the first.
     """
 
     word_ids: torch.Tensor
@@ -42,6 +43,7 @@ class TaggingBatch:
     tags: torch.Tensor | None = None
     example_ids: torch.Tensor | None = None
     char_rows: torch.Tensor | None = None
+    char_tokens: list[str] | None = None
 
     def __len__(self) -> int:
         return self.word_ids.size(0)
@@ -76,9 +78,10 @@ def collate_distinct_tokens(
     a batch repeats its frequent words many times, and the characters of a word are
     all that its character features depend on. ``encode(token)`` gives the token's
     word id and character ids (``TaggingCodec.encode_tokens`` for one token)."""
-    word_ids, chars, char_rows = distinct_tokens(sentences, encode)
+    word_ids, chars, char_rows, tokens = distinct_tokens(sentences, encode)
     words, lengths, mask = pad_with_lengths(word_ids)
-    return TaggingBatch(words, pad_2d(chars), mask, lengths, char_rows=pad_2d(char_rows))
+    return TaggingBatch(words, pad_2d(chars), mask, lengths, char_rows=pad_2d(char_rows),
+                        char_tokens=tokens)  # fmt: skip
 
 
 class TaggingDataModule(SeqDataModule):

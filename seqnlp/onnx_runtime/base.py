@@ -112,7 +112,7 @@ def collate_distinct(
     time), ``char_ids`` (words, chars) with each distinct token once (row 0 the
     padding's empty word; at least one column, for tokens without characters),
     ``lengths`` (batch,) and ``char_rows`` (batch, time)."""
-    word_ids, chars, char_rows = distinct_tokens(sentences, encode)
+    word_ids, chars, char_rows, _ = distinct_tokens(sentences, encode)
     words, lengths = pad_rows(word_ids)
     return {"word_ids": words, "char_ids": pad_rows(chars, min_width=1)[0], "lengths": lengths,
             "char_rows": pad_rows(char_rows)[0]}  # fmt: skip

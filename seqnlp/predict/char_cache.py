@@ -51,7 +51,7 @@ class CharFeatureCache:
     def vectors(self, tokens: Sequence[str], char_ids: Tensor) -> Tensor:
         """Features (1 + len(tokens), features) of the padding's empty word and of each
         token, given the batch's distinct character ids (1 + len(tokens), chars): row 0
-        the empty word, row i + 1 ``tokens[i]`` (the order of ``distinct_tokens``).
+        the empty word, row i + 1 ``tokens[i]`` (``distinct_tokens``' rows and tokens).
         Only tokens not kept yet are encoded. One batch at a time (a lock): after the
         first batches that is a table lookup."""
         if char_ids.size(0) != len(tokens) + 1:

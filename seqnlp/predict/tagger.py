@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import chain
-
 import torch
 
 from seqnlp.data.batching import pad_2d
@@ -74,9 +72,9 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         )
         network = self.network
         vectors = None
-        if self._char_cache is not None:  # rows in distinct_tokens' order: first occurrences
-            tokens = list(dict.fromkeys(chain.from_iterable(sentences)))
-            vectors = self._char_cache.vectors(tokens, batch.char_ids)
+        if self._char_cache is not None:
+            assert batch.char_tokens is not None
+            vectors = self._char_cache.vectors(batch.char_tokens, batch.char_ids)
         emissions = network(batch.word_ids, batch.char_ids, batch.lengths, batch.char_rows,
                             vectors)  # fmt: skip
         paths = network.decode(emissions, batch.mask)  # emissions: (batch, time, tags)
