@@ -28,6 +28,17 @@ from torch.autograd.function import once_differentiable
 EPS = 1e-5  # F.layer_norm's
 
 
+def run_loop(
+    loop: type[PeepholeLoop] | type[LayerNormLSTMLoop], *args: Any
+) -> tuple[Tensor, Tensor]:
+    """A loop's hidden and cell states (batch, time, hidden): through its autograd
+    Function when gradients are on, else its forward alone, which keeps nothing."""
+    if torch.is_grad_enabled():
+        return loop.apply(*args)
+    hs, cs, _ = loop.run(*args, keep=False)
+    return hs, cs
+
+
 def _ln_backward(dy: Tensor, y: Tensor, rstd: Tensor) -> Tensor:
     """The gradient of a non-affine layer norm over the last dimension at its input,
     given the gradient ``dy`` at its output ``y`` and the inverse deviations ``rstd``
@@ -69,6 +80,8 @@ def peephole_forward(
 
 class PeepholeLoop(torch.autograd.Function):
     """``peephole_forward`` under autograd: (xw, h0, c0, w_t, peep, mask) -> (hs, cs)."""
+
+    run = staticmethod(peephole_forward)
 
     @staticmethod
     def forward(ctx: Any, xw: Tensor, h: Tensor, c: Tensor, w_t: Tensor, peep: Tensor,
@@ -123,7 +136,7 @@ def layernorm_lstm_forward(
     ``keep``, what the backward needs."""
     batch, n = h.shape
     hs, cs = [], []
-    names = ("hm", "c", "a_hat", "a_rstd", "ifo", "u", "c_rstd", "tl")
+    names = ("hm", "c", "a_hat", "a_rstd", "ifo", "u", "c_mean", "c_rstd", "tl")
     kept: dict[str, list[Any]] | None = {k: [] for k in names} if keep else None
     for t in range(xw.size(0)):
         hm = h * mask if mask is not None else h
@@ -134,13 +147,13 @@ def layernorm_lstm_forward(
         ifo = torch.sigmoid(g[:3])
         u = torch.tanh(g[3])
         c_prev, c = c, torch.addcmul(ifo[1] * c, ifo[0], u)
-        normed, _, c_rstd = torch.native_layer_norm(c, (n,), cell_ln[0], cell_ln[1], EPS)
+        normed, c_mean, c_rstd = torch.native_layer_norm(c, (n,), cell_ln[0], cell_ln[1], EPS)
         tl = torch.tanh(normed)
         h = ifo[2] * tl
         hs.append(h)
         cs.append(c)
         if kept is not None:
-            for k, v in zip(names, (hm, c_prev, a_hat, a_rstd, ifo, u, c_rstd, tl),
+            for k, v in zip(names, (hm, c_prev, a_hat, a_rstd, ifo, u, c_mean, c_rstd, tl),
                             strict=True):  # fmt: skip
                 kept[k].append(v)
     if kept is not None:
@@ -151,6 +164,8 @@ def layernorm_lstm_forward(
 class LayerNormLSTMLoop(torch.autograd.Function):
     """``layernorm_lstm_forward`` under autograd:
     (xw, h0, c0, w_blocks, gain, cell_ln, mask) -> (hs, cs)."""
+
+    run = staticmethod(layernorm_lstm_forward)
 
     @staticmethod
     def forward(ctx: Any, xw: Tensor, h: Tensor, c: Tensor, w_blocks: Tensor, gain: Tensor,
@@ -181,7 +196,7 @@ class LayerNormLSTMLoop(torch.autograd.Function):
             c_rstd = kept["c_rstd"][t]
             dh = dh + d_hs[:, t]
             d_normed = dh * o * (1 - tl * tl)
-            c_hat = (c_new - c_new.mean(-1, keepdim=True)) * c_rstd
+            c_hat = (c_new - kept["c_mean"][t]) * c_rstd  # the cell norm's output, unscaled
             d_cell_ln[0] += (d_normed * c_hat).sum(0)
             d_cell_ln[1] += d_normed.sum(0)
             dc = dc + d_cs[:, t] + _ln_backward(d_normed * cell_ln[0], c_hat, c_rstd)

@@ -40,12 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqnlp.nn.cell_loops import (
-    LayerNormLSTMLoop,
-    PeepholeLoop,
-    layernorm_lstm_forward,
-    peephole_forward,
-)
+from seqnlp.nn.cell_loops import LayerNormLSTMLoop, PeepholeLoop, run_loop
 
 TORCH_CELLS = ("rnn", "rnn_relu", "gru", "lstm")
 CUSTOM_CELLS = ("peephole_lstm", "cifg_lstm", "layernorm_lstm", "layernorm_gru")
@@ -199,12 +194,8 @@ class CustomCell(nn.Module):
         w_t = (self.weight_hh if weight_hh is None else weight_hh).t()
         if self.kind == "peephole_lstm":
             assert self.peephole is not None
-            args = (xw.transpose(0, 1), state[0], state[1], w_t, self.peephole, state_mask)
-            if torch.is_grad_enabled():
-                hs, cs = PeepholeLoop.apply(*args)
-            else:
-                hs, cs, _ = peephole_forward(*args, keep=False)
-            return hs, cs
+            return run_loop(PeepholeLoop, xw.transpose(0, 1), state[0], state[1], w_t,
+                            self.peephole, state_mask)  # fmt: skip
         hs, cs = [], []
         for t in range(x.size(1)):
             if state_mask is not None:
@@ -230,13 +221,8 @@ class CustomCell(nn.Module):
         w = self.weight_hh if weight_hh is None else weight_hh
         w_blocks = w.view(4, n, n).transpose(1, 2)  # (gates, hidden in, hidden out)
         xw = self.input_products(x).view(batch, time, 4, n).permute(1, 2, 0, 3)  # (time, 4, b, n)
-        args = (xw, state[0], state[1], w_blocks, self.ln_hh.unsqueeze(1), self.ln_cell,
-                state_mask)  # fmt: skip
-        if torch.is_grad_enabled():
-            hs, cs = LayerNormLSTMLoop.apply(*args)
-        else:
-            hs, cs, _ = layernorm_lstm_forward(*args, keep=False)
-        return hs, cs
+        return run_loop(LayerNormLSTMLoop, xw, state[0], state[1], w_blocks,
+                        self.ln_hh.unsqueeze(1), self.ln_cell, state_mask)  # fmt: skip
 
     def gate_values(self, x: Tensor, state: State) -> tuple[dict[str, Tensor], Tensor]:
         """Each gate's activations (time, hidden) over one sequence x (time, input_size)
