@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -172,21 +172,25 @@ class MicroBatcher:
             requests come concurrently.
         worker_init: called once in the worker thread before its first call (torch's
             thread count, which is per thread under OpenMP).
-        parallel: batches predicted at once, each in a worker thread of its own
-            (``predict`` must then take that many calls at once: a pool of
-            prediction processes).
+        parallel: batches on their way at once: each in a worker thread of its own
+            (``predict`` must then take that many calls at once), or, with ``submit``,
+            sent to the prediction processes.
+        submit: where the predictor is in other processes (``seqnlp.serve_process``):
+            inputs in, a ``concurrent.futures.Future`` of their records out, at once;
+            used instead of ``predict`` in a worker thread.
     """
 
     def __init__(
         self, predict: Callable[[list[Item]], list[Record]], max_batch_size: int = 128,
         max_wait_ms: float = 2.0, worker_init: Callable[[], object] | None = None,
-        parallel: int = 1,
+        parallel: int = 1, submit: Callable[[list[Item]], "Future[list[Record]]"] | None = None,
     ) -> None:  # fmt: skip
         if max_batch_size < 1 or max_wait_ms < 0 or parallel < 1:
             raise ValueError(f"max_batch_size and parallel must be >= 1 and max_wait_ms >= 0, "
                              f"got {max_batch_size}, {parallel} and {max_wait_ms}")  # fmt: skip
         self.parallel = parallel
         self.predict_fn = predict
+        self.submit_fn = submit
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.worker_init = worker_init
@@ -309,7 +313,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(inputs))
-        records = await loop.run_in_executor(self._executor, self.predict_fn, inputs)
+        if self.submit_fn is not None:
+            records = await asyncio.wrap_future(self.submit_fn(inputs))
+        else:
+            records = await loop.run_in_executor(self._executor, self.predict_fn, inputs)
         if len(records) != len(inputs):
             raise RuntimeError(f"the predictor gave {len(records)} records for {len(inputs)} "
                                "inputs")  # fmt: skip
@@ -351,13 +358,16 @@ def create_app(
             (at least 1): a core is left to the event loop, lest torch wait for a thread
             of its parallel region that the event loop has preempted.
         model: the model's path, shown by ``/health``.
-        parallel: batches predicted at once (``--workers``: a ``PredictorPool``).
+        parallel: batches predicted at once by a predictor in this process (a thread
+            each; ``parallel_batches``). A predictor in other processes
+            (``seqnlp.serve_process``) gets ``IN_FLIGHT`` batches on their way per
+            process instead, which the processes join.
     """
     from fastapi import FastAPI, Request, Response
     from starlette.exceptions import HTTPException
 
     from seqnlp import __version__
-    from seqnlp.serve_process import PROCESS_PREDICTORS
+    from seqnlp.serve_process import IN_FLIGHT, PROCESS_PREDICTORS
 
     limits = limits or Limits()
     worker_init = None
@@ -366,11 +376,18 @@ def create_app(
 
         threads = threads or max(1, torch.get_num_threads() - 1)
         worker_init = partial(torch.set_num_threads, threads)
-    batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms, worker_init, parallel)
+    in_processes = isinstance(predictor, PROCESS_PREDICTORS)
+    if in_processes:
+        batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms,
+                               parallel=IN_FLIGHT * len(predictor.pids),
+                               submit=predictor.submit)  # fmt: skip
+    else:
+        batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms, worker_init,
+                               parallel)  # fmt: skip
     stats = batcher.stats
     token_lists = predictor.task == "tagging" and not getattr(predictor, "documents", False)
     metadata = dumps(predictor.metadata())
-    where = "process" if isinstance(predictor, PROCESS_PREDICTORS) else "thread"
+    where = "process" if in_processes else "thread"
 
     def json_response(data: Any, status: int = 200) -> Response:
         return Response(dumps(data), status, media_type="application/json")
@@ -410,6 +427,8 @@ def create_app(
         """``ok`` and the counters: requests, inputs, batches, errors, pending; 503
         once the prediction process (``--predictor process``) has ended."""
         counters = {k: v for k, v in vars(stats).items() if k != "started"}
+        if in_processes:  # the processes join the batches that wait for them
+            counters["model_calls"] = predictor.calls
         ok = getattr(predictor, "alive", True)  # a prediction process may have died
         return json_response({"status": "ok" if ok else "the prediction process has ended",
                               "task": predictor.task, "model": model, "threads": threads,

@@ -162,8 +162,11 @@ def run_serve(argv: Sequence[str]) -> None:
         if args.predictor == "process":
             # the cores less one (left to the event loop) shared by the workers
             threads = threads or max(1, ((os.cpu_count() or 2) - 1) // args.workers)
-            predictor = (PredictorPool(args.model, options, threads, args.workers)
-                         if args.workers > 1 else PredictorProcess(args.model, options, threads))
+            # the processes join the batches waiting for them up to --max_batch_size
+            merge = args.max_batch_size
+            predictor = (PredictorPool(args.model, options, threads, args.workers, merge)
+                         if args.workers > 1
+                         else PredictorProcess(args.model, options, threads, merge))
         else:
             predictor = load(args.model, **options)
         app = create_app(predictor, limits=Limits(args.max_chars, args.max_inputs),
