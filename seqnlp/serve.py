@@ -3,32 +3,33 @@
 ``create_app(predictor)`` serves ``POST /predict`` (``{"inputs": [...]}`` in,
 ``{"outputs": [...]}`` out: the records of ``predictor.predict(inputs)``, in order, as
 ``seqnlp predict`` writes them), ``GET /health`` (status and counters) and ``GET
-/metadata`` (``predictor.metadata()``). A ``MicroBatcher`` joins the inputs of the
-requests that arrive together into one ``predict`` call in its one worker thread (torch
-has one caller at a time) and gives each request its slice; if a joined call fails,
-each request is predicted alone, so that a bad input fails its own request only (500).
-Bad bodies never reach the predictor: 400 (not JSON), 413 (over a limit, named), 422
+/metadata`` (``predictor.metadata()``). A ``MicroBatcher`` (``seqnlp.serve_batcher``)
+joins the inputs of the requests that arrive together into one ``predict`` call and
+gives each request its slice; a bad input fails its own request only (500).
+``/predict`` is answered by ``PredictPath``, ahead of FastAPI's routing. Bad bodies
+never reach the predictor: 400 (not JSON), 413 (over a limit, named), 422
 (ill-typed), each ``{"error": "..."}``. ``seqnlp serve`` (``seqnlp.cli.serving``) runs
 the app with uvicorn; FastAPI is imported only when an app is built.
 """
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from seqnlp.serve_batcher import MicroBatcher, Stats
+
 if TYPE_CHECKING:  # the endpoints' annotations are evaluated by FastAPI: no __future__
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     from seqnlp.predict import Predictor
 
 Record = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # an ASGI app's receive
 Item = str | list[str]
 logger = logging.getLogger("seqnlp.serve")
 
@@ -137,203 +138,6 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-@dataclass
-class _Pending:
-    """A request waiting for its records: its inputs, arrival time and future."""
-
-    inputs: list[Item]
-    arrived: float
-    future: asyncio.Future[list[Record]]
-
-
-@dataclass
-class Stats:
-    """Counters shown by ``/health``."""
-
-    requests: int = 0  # answered by the predictor (200)
-    inputs: int = 0
-    batches: int = 0  # predictor.predict calls
-    errors: int = 0  # requests answered 500
-    rejected: int = 0  # requests answered 4xx
-    pending: int = 0  # requests queued or being predicted
-    largest_batch: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-class MicroBatcher:
-    """Joins the inputs of requests that arrive together into one ``predict`` call.
-
-    Args:
-        predict: inputs in, one record per input out (``Predictor.predict``); called in
-            one worker thread, one call at a time.
-        max_batch_size: inputs per call at most (a larger request is predicted alone);
-            1 predicts one request at a time.
-        max_wait_ms: how long the first request of a batch waits for others, while
-            requests come concurrently.
-        worker_init: called once in the worker thread before its first call (torch's
-            thread count, which is per thread under OpenMP).
-        parallel: batches on their way at once: each in a worker thread of its own
-            (``predict`` must then take that many calls at once), or, with ``submit``,
-            sent to the prediction processes.
-        submit: where the predictor is in other processes (``seqnlp.serve_process``):
-            inputs in, a ``concurrent.futures.Future`` of their records out, at once;
-            used instead of ``predict`` in a worker thread.
-    """
-
-    def __init__(
-        self, predict: Callable[[list[Item]], list[Record]], max_batch_size: int = 128,
-        max_wait_ms: float = 2.0, worker_init: Callable[[], object] | None = None,
-        parallel: int = 1, submit: Callable[[list[Item]], "Future[list[Record]]"] | None = None,
-    ) -> None:  # fmt: skip
-        if max_batch_size < 1 or max_wait_ms < 0 or parallel < 1:
-            raise ValueError(f"max_batch_size and parallel must be >= 1 and max_wait_ms >= 0, "
-                             f"got {max_batch_size}, {parallel} and {max_wait_ms}")  # fmt: skip
-        self.parallel = parallel
-        self.predict_fn = predict
-        self.submit_fn = submit
-        self.max_batch_size = max_batch_size
-        self.max_wait = max_wait_ms / 1000
-        self.worker_init = worker_init
-        self.stats = Stats()
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._held: _Pending | None = None  # taken from the queue, for the next batch
-        self._concurrent = False  # the last batch joined several requests
-        self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-
-    async def start(self) -> None:
-        """Start the batching loop and its worker thread (in the server's event loop)."""
-        self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(self.parallel, "seqnlp-predict", self.worker_init)
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        """Stop the loop (after the server has answered its requests) and the thread."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-
-    async def predict(self, inputs: list[Item]) -> list[Record]:
-        """The records of ``inputs``, predicted with those of other waiting requests."""
-        assert self._queue is not None, "start() the batcher first"
-        loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, loop.time(), loop.create_future())
-        self.stats.pending += 1
-        try:
-            self._queue.put_nowait(pending)
-            return await pending.future
-        finally:
-            self.stats.pending -= 1
-
-    async def _loop(self) -> None:
-        """Take the next batch whenever one of the ``parallel`` slots is free."""
-        slots = asyncio.Semaphore(self.parallel)
-        running: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                await slots.acquire()
-                batch = await self._next_batch()
-                task = asyncio.create_task(self._guarded(batch, slots))
-                running.add(task)
-                task.add_done_callback(running.discard)
-        finally:  # stopped: nothing should be in flight, but leave nothing behind
-            for task in list(running):
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-
-    async def _guarded(self, batch: list[_Pending], slots: asyncio.Semaphore) -> None:
-        try:
-            await self._run(batch)
-        except Exception as err:  # a bug here must not leave requests waiting forever
-            logger.exception("batching failed")
-            for pending in batch:
-                _settle(pending, error=err)
-        finally:
-            slots.release()
-
-    async def _next_batch(self) -> list[_Pending]:
-        """The first waiting request and those that join it: up to ``max_batch_size``
-        inputs, until ``max_wait`` after the first arrived. It waits only while requests
-        come concurrently (the previous batch joined several): a lone client's requests
-        are predicted at once."""
-        assert self._queue is not None
-        first = self._held if self._held is not None else await self._queue.get()
-        self._held = None
-        batch, size = [first], len(first.inputs)
-        deadline = first.arrived + (self.max_wait if self._concurrent else 0.0)
-        loop = asyncio.get_running_loop()
-        while size < self.max_batch_size:
-            try:
-                pending = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    pending = await asyncio.wait_for(self._queue.get(), left)
-                except TimeoutError:
-                    break
-            if size + len(pending.inputs) > self.max_batch_size:
-                self._held = pending
-                break
-            batch.append(pending)
-            size += len(pending.inputs)
-        self._concurrent = len(batch) > 1
-        return batch
-
-    async def _run(self, batch: list[_Pending]) -> None:
-        """Predict a batch in the worker thread and answer each of its requests; if the
-        joined call fails, predict each request alone."""
-        batch = [pending for pending in batch if not pending.future.done()]  # not gone
-        if not batch:
-            return
-        inputs = [item for pending in batch for item in pending.inputs]
-        try:
-            records = await self._call(inputs)
-        except Exception as err:
-            if len(batch) == 1:
-                logger.error("prediction failed: %s: %s", type(err).__name__, err)
-                self.stats.errors += 1
-                _settle(batch[0], error=err)
-                return
-            for pending in batch:
-                await self._run([pending])
-            return
-        start = 0
-        for pending in batch:
-            end = start + len(pending.inputs)
-            _settle(pending, records[start:end])
-            start = end
-        self.stats.requests += len(batch)
-        self.stats.inputs += len(inputs)
-
-    async def _call(self, inputs: list[Item]) -> list[Record]:
-        loop = asyncio.get_running_loop()
-        self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(inputs))
-        if self.submit_fn is not None:
-            records = await asyncio.wrap_future(self.submit_fn(inputs))
-        else:
-            records = await loop.run_in_executor(self._executor, self.predict_fn, inputs)
-        if len(records) != len(inputs):
-            raise RuntimeError(f"the predictor gave {len(records)} records for {len(inputs)} "
-                               "inputs")  # fmt: skip
-        return records
-
-
-def _settle(
-    pending: _Pending, records: list[Record] | None = None, error: Exception | None = None
-) -> None:
-    """Answer a waiting request, unless it has gone (its client disconnected)."""
-    if not pending.future.done():
-        if error is not None:
-            pending.future.set_exception(error)
-        else:
-            pending.future.set_result(records or [])
-
-
 #: the ``/predict`` body in the OpenAPI schema (the app reads the body itself).
 PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
@@ -405,22 +209,28 @@ def create_app(
     app = FastAPI(title="seqnlp", version=__version__, lifespan=lifespan,
                   summary=f"a {predictor.task} model: POST /predict {{'inputs': [...]}}")
 
-    @app.post("/predict", openapi_extra=PREDICT_BODY)
-    async def predict(request: Request) -> Response:
-        """One record per input, in order: ``{"outputs": [...]}``."""
+    async def answer(length: str | None, receive: Receive) -> tuple[int, bytes]:
+        """``/predict``'s status and JSON body for a request (its ``Content-Length``
+        header and ASGI ``receive``)."""
         try:
-            inputs = parse_inputs(await _read_body(request, limits), limits, token_lists)
+            inputs = parse_inputs(await _read_body(length, receive, limits), limits, token_lists)
         except RequestError as err:
             stats.rejected += 1
-            return json_response({"error": err.message}, err.status)
+            return err.status, dumps({"error": err.message})
         if not inputs:
-            return json_response({"outputs": []})
+            return 200, dumps({"outputs": []})
         try:
             records = await batcher.predict(inputs)
         except Exception as err:
-            return json_response({"error": f"prediction failed: {type(err).__name__}: {err}"},
-                                 500)  # fmt: skip
-        return json_response({"outputs": records})
+            return 500, dumps({"error": f"prediction failed: {type(err).__name__}: {err}"})
+        return 200, dumps({"outputs": records})
+
+    @app.post("/predict", openapi_extra=PREDICT_BODY)
+    async def predict(request: Request) -> Response:
+        """One record per input, in order: ``{"outputs": [...]}``. (Answered by
+        ``PredictPath`` before FastAPI routes it; declared here for the OpenAPI page.)"""
+        status, body = await answer(request.headers.get("content-length"), request.receive)
+        return Response(body, status, media_type="application/json")
 
     @app.get("/health")
     async def health() -> Response:
@@ -449,29 +259,79 @@ def create_app(
     async def internal_error(request: Request, exc: Exception) -> Response:
         return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
 
+    app.add_middleware(PredictPath, answer=answer)
     app.state.batcher = batcher
     return app
 
 
-async def _read_body(request: "Request", limits: Limits) -> bytes:
-    """The request's body, refused (413) past ``limits.max_body_bytes``."""
+class PredictPath:
+    """``POST /predict`` answered as a plain ASGI app, ahead of FastAPI's exception
+    middleware, router, route and request objects; every other request goes on to
+    ``app``.
+
+    Under 64 clients those layers were about two thirds of the server process's time
+    (py-spy), and the answer itself (parsing, batching, JSON) a fifth: this is the one
+    path that a loaded server takes thousands of times a second. FastAPI's outer
+    layers (its server-error handler) still wrap it.
+
+    Args:
+        app: the rest of the ASGI stack.
+        answer: the status and JSON body for a request's ``Content-Length`` header and
+            ASGI ``receive``.
+    """
+
+    def __init__(
+        self, app: Callable[..., Awaitable[None]],
+        answer: Callable[[str | None, Receive], Awaitable[tuple[int, bytes]]],
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive,
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:  # fmt: skip
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        try:
+            status, body = await self.answer(
+                None if length is None else length.decode("latin-1"), receive)
+        except _Disconnected:  # the client has gone: nobody to answer
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body had come."""
+
+
+async def _read_body(length: str | None, receive: Receive, limits: Limits) -> bytes:
+    """A request's body from its ASGI ``receive``, refused (413) past
+    ``limits.max_body_bytes`` (at once where its ``Content-Length`` says so)."""
     limit = limits.max_body_bytes
-    too_large = RequestError(413, f"the body is over {limit} bytes, more than --max_inputs "
-                             f"{limits.max_inputs} inputs of --max_chars {limits.max_chars} "
-                             "characters can take")  # fmt: skip
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit():
-        if int(length) > limit:
-            raise too_large
-        return await request.body()
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limits)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limits)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-__all__ = ["Limits", "MicroBatcher", "RequestError", "Stats", "create_app", "dumps",
+def _too_large(limits: Limits) -> RequestError:
+    return RequestError(413, f"the body is over {limits.max_body_bytes} bytes, more than "
+                        f"--max_inputs {limits.max_inputs} inputs of --max_chars "
+                        f"{limits.max_chars} characters can take")  # fmt: skip
+
+
+__all__ = ["Limits", "MicroBatcher", "PredictPath", "RequestError", "Stats", "create_app", "dumps",
            "parse_inputs"]  # fmt: skip

@@ -304,6 +304,24 @@ def test_bad_requests(
     assert says in answer.json()["error"]
 
 
+def test_chunked_bodies_and_other_methods(servers: dict[str, Server], client: Any) -> None:
+    """A body without ``Content-Length`` (chunked) is read and limited as it comes; a
+    method other than POST on ``/predict`` goes on to FastAPI (405, JSON)."""
+    server = servers["tagging"]
+
+    def chunks(*parts: bytes) -> Iterator[bytes]:
+        yield from parts
+
+    before = client.get(server.url + "/health").json()["rejected"]
+    ok = client.post(server.url + "/predict", content=chunks(b'{"inputs": ', b'["Ana vive"]}'))
+    assert ok.status_code == 200 and len(ok.json()["outputs"]) == 1
+    big = client.post(server.url + "/predict", content=chunks(*[b"x" * 100_000] * 4))
+    assert big.status_code == 413 and "body" in big.json()["error"]
+    assert client.get(server.url + "/health").json()["rejected"] == before + 1
+    wrong = client.get(server.url + "/predict")
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
 def test_token_lists_only_for_a_tagger(servers: dict[str, Server], client: Any) -> None:
     for task in ("classification", "translation"):
         answer = post(client, servers[task], {"inputs": ["fine", ["a", "b"]]})
