@@ -176,7 +176,10 @@ class PredictorProcess:
                             f"status {self._process.exitcode})")  # fmt: skip
 
     def close(self) -> None:
-        """Stop the child (after the requests in flight), at once if it does not stop."""
+        """Stop the child (after the batches sent before), at once if it does not stop;
+        a later ``submit`` fails at once."""
+        with self._lock:
+            self._ended = True
         self._outbox.put(("stop", -1, None))
         self._outbox.put(None)
         self._writer.join(STOP_TIMEOUT)

@@ -27,6 +27,8 @@ def process() -> Iterator[PredictorProcess]:
     predictor = PredictorProcess(CLASSIFIER, {}, threads=1, merge_limit=8)
     yield predictor
     predictor.close()
+    with pytest.raises(RuntimeError, match="has ended"):  # closed: a batch fails at once
+        predictor.submit(TEXTS[:1]).result(5)
 
 
 def labels(records: list[dict]) -> list[tuple[str, str, float]]:
