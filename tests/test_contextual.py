@@ -14,6 +14,7 @@ from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.nn.contextual import ContextualCharFeatures, sentence_positions
 
 ROOT = Path(__file__).resolve().parents[1]
+CKPTS = ROOT / "tests" / "fixtures" / "checkpoints" / "v0.1.0"
 CHARS = {c: i + 1 for i, c in enumerate(" abcdefghijklmnopqrstuvwxyzJMP.")}
 
 
@@ -150,6 +151,12 @@ def test_a_tagger_with_char_lms_stands_alone(tiny_ner, tmp_path, monkeypatch):
     assert features.output_size == 32
     sentences = ["Juan Pérez vive en Madrid .", "La casa"]
     records = predictor.predict(sentences)
+    # prediction batches are sorted by what the LMs read, characters, not tokens
+    from seqnlp.predict.tagging_records import Sentence
+
+    few, many = (Sentence(" ".join(t), t, t, []) for t in (["a", "bcdefghij"], ["a", "b", "c"]))
+    assert predictor.length(few) == 12 and predictor.length(many) == 6
+    assert seqnlp.load(str(CKPTS / "tagger_lstm_crf.ckpt")).length(few) == 2  # no LMs: tokens
     for direction in ("forward", "backward"):
         shutil.rmtree(tmp_path / f"lm-{direction}")  # the LM runs, files and all
     assert seqnlp.load(str(ckpt)).predict(sentences) == records

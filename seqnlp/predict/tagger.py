@@ -65,6 +65,13 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         chars = network.char_features
         self._char_cache = CharFeatureCache(chars, token_cache_size) if chars else None
 
+    def length(self, item: Sentence) -> int:
+        """The sorting length: tokens, or, where character LMs read each sentence's
+        text (most of the time then), its characters with one space per token."""
+        if self.network.char_lms is None:
+            return len(item.tokens)
+        return sum(map(len, item.model_tokens)) + len(item.model_tokens)
+
     @torch.inference_mode()
     def tag_batch(self, sentences: list[list[str]]) -> TaggedBatch:
         batch: TaggingBatch = self.to_device(
