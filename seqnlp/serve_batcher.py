@@ -36,7 +36,7 @@ class Stats:
 
     requests: int = 0  # answered by the predictor (200)
     inputs: int = 0
-    batches: int = 0  # predictor.predict calls
+    batches: int = 0  # batches sent to the predictor (a prediction process may join them)
     errors: int = 0  # requests answered 500
     rejected: int = 0  # requests answered 4xx
     pending: int = 0  # requests queued or being predicted
