@@ -88,7 +88,9 @@ class MicroBatcher:
     async def start(self) -> None:
         """Start the batching loop and its worker thread (in the server's event loop)."""
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(self.parallel, "seqnlp-predict", self.worker_init)
+        if self.submit_fn is None:  # a predictor in this process: worker threads call it
+            self._executor = ThreadPoolExecutor(self.parallel, "seqnlp-predict",
+                                                self.worker_init)  # fmt: skip
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:

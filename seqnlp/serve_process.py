@@ -239,26 +239,22 @@ def _answer(
     calls: itertools.count[int],
 ) -> None:  # fmt: skip
     """Predict the ``joined`` batches in one call and send each its records, with the
-    call's number (from ``calls``); if the call fails, predict each batch alone."""
-    if len(joined) > 1:
-        call = next(calls)
-        try:
-            records = predictor.predict([item for _, _, inputs in joined for item in inputs])
-        except Exception:
-            for batch in joined:  # each alone: a bad batch fails itself only
-                _answer(conn, predictor, [batch], calls)
-            return
-        start = 0
-        for _, key, inputs in joined:
-            conn.send(("records", key, records[start : start + len(inputs)], call))
-            start += len(inputs)
-        return
-    _, key, inputs = joined[0]
+    call's number (from ``calls``); if the call fails, predict each batch alone (a
+    batch alone that fails is sent its error)."""
     call = next(calls)
     try:
-        conn.send(("records", key, predictor.predict(inputs), call))
+        records = predictor.predict([item for _, _, inputs in joined for item in inputs])
     except Exception as err:
-        conn.send(("error", key, _picklable(err), call))
+        if len(joined) == 1:
+            conn.send(("error", joined[0][1], _picklable(err), call))
+        else:  # each alone: a bad batch fails itself only
+            for batch in joined:
+                _answer(conn, predictor, [batch], calls)
+        return
+    start = 0
+    for _, key, inputs in joined:
+        conn.send(("records", key, records[start : start + len(inputs)], call))
+        start += len(inputs)
 
 
 def _picklable(err: Exception) -> Exception:

@@ -69,7 +69,7 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         """The sorting length: tokens, or, where character LMs read each sentence's
         text (most of the time then), its characters with one space per token."""
         if self.network.char_lms is None:
-            return len(item.tokens)
+            return super().length(item)
         return sum(map(len, item.model_tokens)) + len(item.model_tokens)
 
     @torch.inference_mode()
