@@ -296,6 +296,89 @@ def test_the_vectors_command_trains_readable_vectors(tmp_path, capsys):
     assert "no vectors trained (no word occurs --min_count 1000 times?)" in capsys.readouterr().err
 
 
+def _fasttext_model(tmp_path: Path, **options):
+    """A tiny fastText model trained here, and the same model saved as fastText's .bin."""
+    ft = pytest.importorskip("gensim.models.fasttext")
+    sentences = [["la", "casa", "de", "Madrid"], ["el", "perro", "de", "la", "casa"],
+                 ["Ana", "vive", "en", "Madrid"], ["la", "ciudad", "de", "Ana"]] * 20
+    model = ft.FastText(sentences, vector_size=6, min_count=1, epochs=2, workers=1, seed=1,
+                        bucket=500, **options)  # fmt: skip
+    path = tmp_path / "model.bin"
+    ft.save_facebook_model(model, str(path))
+    return model, path
+
+
+def test_a_fasttext_model_gives_every_word_a_vector(tmp_path):
+    model, path = _fasttext_model(tmp_path)
+    vocab = Vocab(["casa", "Casa", "perros", "<e>"])  # <e>: a training word it lacks
+    data = ["Madrid", "MADRID", "ciudades", "casa"]
+    extended, rows = fit_vectors(path, vocab, data)  # told by its first bytes
+    assert extended.itos == ["<pad>", "<unk>", "casa", "Casa", "perros", "<e>",
+                             "MADRID", "Madrid", "ciudades"]  # fmt: skip
+    got = dict(zip((extended.itos[i] for i in rows.ids), rows.vectors, strict=True))
+    assert set(got) == set(extended.itos[2:])  # every word, no <pad> or <unk>
+    wv = model.wv
+    assert np.allclose(got["casa"], wv["casa"]) and np.allclose(got["Madrid"], wv["Madrid"])
+    assert np.allclose(got["Casa"], wv["casa"])  # the lowercase form's own vector
+    for word in ("perros", "ciudades", "MADRID", "<e>"):  # not in the model: from n-grams
+        assert word not in wv.key_to_index
+        assert np.allclose(got[word], wv[word], atol=1e-6) and np.any(got[word])
+    assert not np.allclose(got["perros"], got["ciudades"])
+    same, rows = fit_vectors(path, vocab, data, extend="none")
+    assert same == vocab and len(rows.ids) == 4  # no rows added, all four get vectors
+    first, rows = fit_vectors(path, Vocab([]), [], max_vectors=2, extend="all")
+    assert first.itos[2:] == sorted(wv.index_to_key[:2])
+
+
+def test_a_fasttext_model_without_ngrams_gives_its_own_words_only(tmp_path):
+    model, path = _fasttext_model(tmp_path, max_n=0)
+    assert model.wv.bucket == 0
+    extended, rows = fit_vectors(path, Vocab(["casa", "perros"]), ["Madrid", "ciudades"])
+    assert extended.itos[2:] == ["casa", "perros", "Madrid"]
+    assert [extended.itos[i] for i in rows.ids] == ["casa", "Madrid"]
+
+
+def test_a_fasttext_model_is_refused_where_vectors_are_read_as_text(tmp_path):
+    _, path = _fasttext_model(tmp_path)
+    with pytest.raises(ValueError, match=r"model.bin: a whole fastText model \(.bin\)"):
+        VectorFile(path)
+    with pytest.raises(ValueError, match=r"model.bin: a whole fastText model"):
+        fit_vectors(path, Vocab(["casa"]), format="word2vec")
+    text = _text(tmp_path / "v.txt", ["casa 1 2"])
+    with pytest.raises(ValueError, match=r"v.txt: not a fastText model \(.bin\)"):
+        fit_vectors(text, Vocab(["casa"]), format="fasttext_bin")
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"broken.bin: not a readable fastText model"):
+        fit_vectors(broken, Vocab(["casa"]))
+
+
+def test_the_vectors_command_writes_a_fasttext_model_the_data_reads(tmp_path, tiny_ner):
+    pytest.importorskip("gensim")
+    corpus = _text(tmp_path / "raw.txt", ["El tren llegó a Madrid, dijo Ana."] * 40)
+    out, model = tmp_path / "es.vec", tmp_path / "es.bin"
+    main(["vectors", "--input", str(corpus), "--output", str(out), "--model_output", str(model),
+          "--method", "fasttext", "--dim", "4", "--min_count", "1", "--epochs", "1",
+          "--workers", "1", "--jobs", "1", "--language", "es"])  # fmt: skip
+    _, words, _ = _read(out)
+    assert "Madrid" in words and model.is_file()
+    assert not list(tmp_path.glob(".*partial"))
+    files = {k: str(v) for k, v in tiny_ner.items()}
+    plain = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"))
+    data = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"), vectors=str(model))
+    words = data.codec.words
+    assert words.itos[: len(plain.codec.words)] == plain.codec.words.itos
+    assert len(data.codec.vectors.ids) == len(words) - 2  # every word but <pad> and <unk>
+    tagger = Tagger(data.codec, word_dim=4, char_encoder="none", hidden_size=4)
+    tagger.setup("fit")
+    row = data.codec.vectors.ids[0]
+    assert torch.allclose(tagger.network.word_embedding.weight[row],
+                          torch.from_numpy(data.codec.vectors.vectors[0]))  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["vectors", "--input", str(corpus), "--output", str(out),
+              "--model_output", str(model)])  # fmt: skip
+
+
 def test_the_vectors_command_without_gensim_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gensim", None)
     monkeypatch.setitem(sys.modules, "gensim.models", None)

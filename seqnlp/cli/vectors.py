@@ -134,6 +134,11 @@ def run_vectors(argv: Sequence[str]) -> None:
         "--method", choices=["word2vec", "fasttext"], default="word2vec",
         help="fasttext also learns character n-grams (the words' vectors are written)",
     )  # fmt: skip
+    p.add_argument(
+        "--model_output", default=None,
+        help="fasttext only: also write the whole model (subword n-grams included) as "
+        "fastText's own .bin, which data.vectors reads to give every word a vector",
+    )  # fmt: skip
     p.add_argument("--architecture", choices=["skipgram", "cbow"], default="skipgram")
     p.add_argument("--dim", type=int, default=100, help="vector size (the model's word_dim)")
     p.add_argument("--window", type=int, default=5)
@@ -153,6 +158,8 @@ def run_vectors(argv: Sequence[str]) -> None:
     p.add_argument("--encoding", default="utf-8")
     args = p.parse_args(argv)
     models = _gensim()
+    if args.model_output and args.method != "fasttext":
+        raise ValueError("--model_output writes a fastText model: add --method fasttext")
     if not Path(args.input).is_file():
         raise ValueError(f"--input {args.input}: no such file")
     if min(args.dim, args.epochs, args.min_count, args.jobs, args.workers) < 1:
@@ -177,9 +184,12 @@ def run_vectors(argv: Sequence[str]) -> None:
                              f"--min_count {args.min_count} times?): {err}") from None  # fmt: skip
     wv = model.wv
     _write(args.output, wv.index_to_key, wv.vectors)
+    if args.model_output:
+        _write_fasttext_model(args.model_output, model)
     print(
         f"{len(wv.index_to_key)} vectors of {args.dim} numbers ({args.method}, "
-        f"{args.architecture}) from {tokens} tokens in {lines} lines -> {args.output}; "
+        f"{args.architecture}) from {tokens} tokens in {lines} lines -> {args.output}"
+        f"{' and ' + args.model_output if args.model_output else ''}; "
         f"tokenizing {tokenized:.0f} s, in all {time.perf_counter() - started:.0f} s",
         file=sys.stderr,
     )
@@ -192,3 +202,17 @@ def _write(path: str, words: list[str], vectors: Any) -> None:
     binary = path.endswith(".bin")
     with atomic_output(path, binary=True) as handle:
         write_vectors(handle, words, vectors, "word2vec_binary" if binary else "word2vec")
+
+
+def _write_fasttext_model(path: str, model: Any) -> None:
+    """The whole fastText model in fastText's own binary format (``.bin``), written to a
+    temporary name beside ``path`` and renamed, so that a failure leaves no half file."""
+    from gensim.models.fasttext import save_facebook_model
+
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        save_facebook_model(model, str(partial))
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -9,6 +9,9 @@ Formats (``vectors_format``; ``auto`` tells them apart by the first bytes):
   DIM little-endian float32 numbers (a newline after each optional), as word2vec's
   ``-binary 1`` and gensim write it.
 - ``glove``: text lines without a header; the vector size is the first line's.
+- ``fasttext_bin``: a whole fastText model (fastText's ``.bin``, as ``seqnlp vectors
+  --model_output`` writes it), read through gensim, whose character n-grams give every
+  word a vector (``seqnlp.data.subword_vectors``); ``auto`` knows it by its first bytes.
 
 In text files a line's last DIM fields are its vector and everything before them is
 the word, so GloVe's tokens that contain spaces (``. . .``) are read whole. Files may
@@ -33,11 +36,14 @@ from typing import IO, Literal
 import numpy as np
 import torch
 
+from seqnlp.data.subword_vectors import fit_subword_vectors, is_fasttext_model
 from seqnlp.tokenization import Vocab
 
 log = logging.getLogger(__name__)
 
-VectorsFormat = Literal["auto", "word2vec", "word2vec_binary", "glove", "fasttext"]
+VectorsFormat = Literal[
+    "auto", "word2vec", "word2vec_binary", "glove", "fasttext", "fasttext_bin"
+]
 ExtendVocab = Literal["data", "all", "none"]
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"\xfd7zXZ\x00", lzma.open), (b"BZh", bz2.open))
 _MAX_WORD_BYTES = 4096
@@ -77,6 +83,11 @@ class VectorFile:
         self.path = str(path)
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such word-vector file")
+        if format == "fasttext_bin" or is_fasttext_model(path):
+            raise ValueError(
+                f"{path}: a whole fastText model (.bin), not a file of word vectors: give it "
+                f"to data.vectors, which reads it with its character n-grams"
+            )
         with open_binary(path) as handle:
             first = handle.readline(_MAX_WORD_BYTES * 64)
             after = handle.peek(1 << 16)[: 1 << 16] if hasattr(handle, "peek") else b""
@@ -239,7 +250,8 @@ def fit_vectors(
     extend: ExtendVocab = "data",
 ) -> tuple[Vocab, PretrainedRows]:
     """The training vocabulary extended with words that have a vector, and the vectors of
-    its rows (Lample et al. 2016; NCRF++), in one pass over the file.
+    its rows (Lample et al. 2016; NCRF++), in one pass over the file. A whole fastText
+    model gives every word a vector (``fit_subword_vectors``).
 
     A row's vector is that of its word as the file writes it (after ``normalize``, the
     vocabulary's own normalisation, e.g. digits to 0), else of its lowercase form.
@@ -258,6 +270,13 @@ def fit_vectors(
             "data.extend_vocab all gives a row to every vector read: set data.max_vectors "
             "(the file's first N vectors) so that the whole file is not kept"
         )
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such word-vector file")
+    whole_model = is_fasttext_model(path)
+    if format == "fasttext_bin" and not whole_model:
+        raise ValueError(f"{path}: not a fastText model (.bin): set vectors_format auto")
+    if whole_model and format in ("auto", "fasttext_bin"):
+        return fit_subword_vectors(path, vocab, data_words, normalize, max_vectors, extend)
     started = time.perf_counter()
     file = VectorFile(path, format)
     specials = {s for s in (vocab.pad, vocab.unk) if s is not None}
@@ -333,12 +352,6 @@ def load_word_vectors(
     """Copy vectors from a file (any format above) into the rows of ``weight`` (vocab,
     dim) of the vocabulary's words: exact form, else lowercase form. Words without a
     vector keep their random rows; padding stays zero. Returns the rows set."""
-    file = VectorFile(path)
-    if file.dim != weight.size(1):
-        raise ValueError(
-            f"{path}: vectors of {file.dim} numbers for embeddings of {weight.size(1)}: set "
-            f"{size_option} {file.dim} (vectors are not projected)"
-        )
     _, rows = fit_vectors(path, vocab, extend="none")
     return copy_vectors(rows, weight, size_option)
 
