@@ -130,6 +130,10 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="--runtime onnx: batches predicted at once, each on one thread "
                    "(default: ONNX Runtime's own threading)")  # fmt: skip
+    p.add_argument("--vectors", default=None,
+                   help="taggers: word vectors (a file as data.vectors takes, or a whole "
+                   "fastText model .bin) that give the input's words the model lacks rows "
+                   "of their own, as extend_vocab did in training")  # fmt: skip
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -215,6 +219,8 @@ def _load(args: argparse.Namespace, fabric: Fabric | None, **task_options: Any) 
     from seqnlp import load
 
     given = {k: v for k, v in task_options.items() if v is not None}
+    if args.vectors is not None:
+        given["vectors"] = args.vectors
     if args.runtime == "onnx":
         if args.parallel_batches != 1:
             raise ValueError("--parallel_batches is for the torch runtime (ONNX Runtime uses "

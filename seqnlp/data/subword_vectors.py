@@ -57,6 +57,7 @@ def fit_subword_vectors(
     normalize: Callable[[str], str] | None = None,
     max_vectors: int | None = None,
     extend: str = "data",
+    model: Any = None,
 ) -> tuple[Vocab, Any]:
     """``fit_vectors`` for a whole fastText model: the same options, but every word gets
     a vector, so ``extend`` ``data`` adds every data word that training lacks.
@@ -66,12 +67,13 @@ def fit_subword_vectors(
     the one its character n-grams give. ``max_vectors`` keeps only the model's first N
     words as whole words (the others still get n-gram vectors); ``extend`` ``all`` adds
     those N words. ``<pad>`` and ``<unk>`` get no vector. Returns the vocabulary and
-    ``PretrainedRows`` (ids (n,), vectors (n, dim)).
+    ``PretrainedRows`` (ids (n,), vectors (n, dim)). ``model``: the file's model,
+    loaded already (``load_fasttext_model``).
     """
     from seqnlp.data.vectors import PretrainedRows
 
     started = time.perf_counter()
-    model = load_fasttext_model(path)
+    model = load_fasttext_model(path) if model is None else model
     normalize = normalize or (lambda word: word)
     whole: dict[str, str] = {}  # a normalised form -> the model's word (the first wins)
     for word in model.index_to_key[:max_vectors]:

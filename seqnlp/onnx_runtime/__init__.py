@@ -41,6 +41,7 @@ def load(
     threads: int | None = None,
     device: str | None = None,
     parallel_batches: int | None = None,
+    vectors: str | None = None,
 ) -> Predictor:
     """The ONNX Runtime predictor of an exported model folder, built once with every
     option: ``seqnlp.load(DIR, runtime="onnx").predict(texts)``.
@@ -58,6 +59,8 @@ def load(
             this process may use; ``seqnlp.onnx_runtime.base.OnnxPredictor``).
         device, parallel_batches: only ``cpu`` and 1: ONNX Runtime runs on the CPU in
             this process, with ``threads`` for the CPUs it uses.
+        vectors: refused: vocabulary extension at prediction is the torch runtime's
+            (the graphs hold a fixed embedding).
 
     An option left at None takes the task's default; one given for a task it does not
     apply to (``beam_size`` for a tagger) is refused.
@@ -69,6 +72,9 @@ def load(
                          "threads option says how many batches run at once)")  # fmt: skip
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8, got {quantize!r}")
+    if vectors is not None:
+        raise ValueError("vectors extend a model's vocabulary under the torch runtime "
+                         "only (the ONNX graphs hold a fixed embedding)")  # fmt: skip
     folder = resolve(path)
     if not is_model_folder(folder):
         raise ValueError(f"{path}: the onnx runtime reads an exported model folder (`seqnlp "

@@ -36,6 +36,7 @@ def load(
     documents: bool | None = None,
     runtime: str = "torch",
     threads: int | None = None,
+    vectors: str | None = None,
 ) -> Predictor:
     """The predictor of a checkpoint, whatever its task, built once with every option.
 
@@ -62,6 +63,10 @@ def load(
             Runtime with NumPy (``seqnlp.onnx_runtime``; torch is not imported).
         threads: ONNX Runtime only: batches predicted at once, each on one thread
             (``seqnlp.onnx_runtime.load``); torch's threads are torch's own setting.
+        vectors: tagging, torch runtime: word vectors (any ``data.vectors`` format, or
+            a whole fastText model) that give the words of the text to tag that the
+            model lacks rows of their own, as ``extend_vocab`` did for the validation
+            and test text in training (``seqnlp.predict.vector_extension``).
 
     An option left at None takes the task's default; one given for a task it does not
     apply to (``beam_size`` for a tagger) is refused.
@@ -77,7 +82,7 @@ def load(
                          confidence=confidence,
                          n_best=n_best, beam_size=beam_size, length_penalty=length_penalty,
                          max_tokens=max_tokens, pretokenized=pretokenized,
-                         documents=documents)  # fmt: skip
+                         documents=documents, vectors=vectors)  # fmt: skip
     if threads is not None:
         raise ValueError("threads is an option of the onnx runtime (torch: "
                          "torch.set_num_threads, or parallel_batches)")  # fmt: skip
@@ -90,7 +95,7 @@ def load(
     given = task_options(
         path, system.task, predictor_class.options, confidence=confidence, n_best=n_best,
         beam_size=beam_size, length_penalty=length_penalty, max_tokens=max_tokens,
-        pretokenized=pretokenized, documents=documents,
+        pretokenized=pretokenized, documents=documents, vectors=vectors,
     )  # fmt: skip
     network = system.network
     if quantize is not None:

@@ -6,10 +6,12 @@ import torch
 
 from seqnlp.data.batching import pad_2d
 from seqnlp.data.tagging import TaggingBatch, TaggingCodec, collate_distinct_tokens
+from seqnlp.data.vectors import VectorsFormat
 from seqnlp.models.tagger import TaggerNetwork
 from seqnlp.predict.char_cache import CharFeatureCache
 from seqnlp.predict.tagging_records import Sentence, TaggedBatch, TaggingRecords
 from seqnlp.predict.torch_base import TorchPredictor
+from seqnlp.predict.vector_extension import VocabularyExtension
 
 __all__ = ["Sentence", "TaggingPredictor"]
 
@@ -49,21 +51,40 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
         documents: each string is a document of sentences.
         token_cache_size: distinct tokens whose ids, and character features, are kept
             (each cache emptied when full; ``CharFeatureCache``).
+        vectors, vectors_format: word vectors (any ``data.vectors`` format) that give
+            the words of the text that the model lacks rows of their own before they
+            are tagged (``VocabularyExtension``; a whole fastText model gives every
+            word one); ``vectors_max_words`` words at most.
     """
 
     network: TaggerNetwork
     codec: TaggingCodec
+    options = (*TaggingRecords.options, "vectors")
 
     def __init__(
         self, network: TaggerNetwork, codec: TaggingCodec, batch_size: int = 64,
         parallel_batches: int = 1, confidence: bool = True, n_best: int = 1,
         pretokenized: bool = False, documents: bool = False, token_cache_size: int = 200_000,
+        vectors: str | None = None, vectors_format: VectorsFormat = "auto",
+        vectors_max_words: int = 1_000_000,
     ) -> None:  # fmt: skip
         super().__init__(network, codec, batch_size, parallel_batches)
         self._set_tagging_options(confidence, n_best, pretokenized, documents,
                                   token_cache_size, crf=network.crf is not None)  # fmt: skip
         chars = network.char_features
         self._char_cache = CharFeatureCache(chars, token_cache_size) if chars else None
+        self.extension = (VocabularyExtension(vectors, vectors_format, vectors_max_words)
+                          if vectors else None)  # fmt: skip
+
+    def before_batches(self, sentences: list[Sentence]) -> None:
+        """With ``vectors``: rows for the sentences' words that the model lacks."""
+        if self.extension is None:
+            return
+        tokens = (t for s in sentences for t in s.model_tokens)
+        embedding = self.network.word_embedding
+        self.codec, added = self.extension.extend(self.codec, embedding, tokens)
+        if added:
+            self._encoded.clear()  # it holds <unk> for some of them
 
     def length(self, item: Sentence) -> int:
         """The sorting length: tokens, or, where character LMs read each sentence's

@@ -120,7 +120,9 @@ class TaggingRecords(Predictor):
     ) -> list[Record]:
         """One record per input, in the input order (a document's per sentence inside)."""
         if not self.documents:
-            return super().predict([self.sentence(item) for item in inputs], on_batch)
+            sentences = [self.sentence(item) for item in inputs]
+            self.before_batches(sentences)
+            return super().predict(sentences, on_batch)
         if any(not isinstance(item, str) for item in inputs):
             raise ValueError("documents are strings of raw text, not token lists")
         split = [self.codec.raw.sentences(text) for text in inputs]
@@ -129,6 +131,7 @@ class TaggingRecords(Predictor):
             for text, sentences in zip(inputs, split, strict=True)
             for tokens, spans in sentences
         ]
+        self.before_batches(flat)
         records = iter(super().predict(flat, on_batch))
         out = []
         for text, sentences in zip(inputs, split, strict=True):
@@ -138,6 +141,10 @@ class TaggingRecords(Predictor):
             entities = [e for record in found for e in record["entities"]]
             out.append({"text": text, "sentences": found, "entities": entities})
         return out
+
+    def before_batches(self, sentences: list[Sentence]) -> None:
+        """What a runtime does with all the sentences of a ``predict`` call before their
+        batches are tagged (a torch tagger: extend its vocabulary); nothing here."""
 
     def labels(self) -> dict[str, list[str]]:
         tags = self.codec.decode_tags(range(len(self.codec.tags)))
