@@ -17,6 +17,7 @@ import torch
 
 from seqnlp.cli import main
 from seqnlp.data import ClassificationDataModule, TaggingDataModule
+from seqnlp.data.subword_vectors import load_fasttext_model
 from seqnlp.data.vectors import (
     PretrainedRows,
     VectorFile,
@@ -359,9 +360,10 @@ def test_the_vectors_command_writes_a_fasttext_model_the_data_reads(tmp_path, ti
     out, model = tmp_path / "es.vec", tmp_path / "es.bin"
     main(["vectors", "--input", str(corpus), "--output", str(out), "--model_output", str(model),
           "--method", "fasttext", "--dim", "4", "--min_count", "1", "--epochs", "1",
-          "--workers", "1", "--jobs", "1", "--language", "es"])  # fmt: skip
+          "--workers", "1", "--jobs", "1", "--language", "es", "--buckets", "1000"])  # fmt: skip
     _, words, _ = _read(out)
     assert "Madrid" in words and model.is_file()
+    assert load_fasttext_model(model).bucket == 1000
     assert not list(tmp_path.glob(".*partial"))
     files = {k: str(v) for k, v in tiny_ner.items()}
     plain = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"))

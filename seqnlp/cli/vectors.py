@@ -139,6 +139,9 @@ def run_vectors(argv: Sequence[str]) -> None:
         help="fasttext only: also write the whole model (subword n-grams included) as "
         "fastText's own .bin, which data.vectors reads to give every word a vector",
     )  # fmt: skip
+    p.add_argument("--buckets", type=int, default=2_000_000,
+                   help="fasttext: hash buckets of the character n-grams (fastText's -bucket; "
+                   "the .bin holds buckets x dim numbers)")  # fmt: skip
     p.add_argument("--architecture", choices=["skipgram", "cbow"], default="skipgram")
     p.add_argument("--dim", type=int, default=100, help="vector size (the model's word_dim)")
     p.add_argument("--window", type=int, default=5)
@@ -162,8 +165,9 @@ def run_vectors(argv: Sequence[str]) -> None:
         raise ValueError("--model_output writes a fastText model: add --method fasttext")
     if not Path(args.input).is_file():
         raise ValueError(f"--input {args.input}: no such file")
-    if min(args.dim, args.epochs, args.min_count, args.jobs, args.workers) < 1:
-        raise ValueError("--dim, --epochs, --min_count, --jobs and --workers must be at least 1")
+    if min(args.dim, args.epochs, args.min_count, args.jobs, args.workers, args.buckets) < 1:
+        raise ValueError("--dim, --epochs, --min_count, --jobs, --workers and --buckets must be "
+                         "at least 1")  # fmt: skip
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="seqnlp-vectors-") as tmp:
         corpus = Path(tmp) / "tokens.txt"
@@ -173,11 +177,12 @@ def run_vectors(argv: Sequence[str]) -> None:
         if tokens == 0:
             raise ValueError(f"--input {args.input}: no text")
         method = models.FastText if args.method == "fasttext" else models.Word2Vec
+        subwords = {"bucket": args.buckets} if args.method == "fasttext" else {}
         try:
             model = method(
                 corpus_file=str(corpus), vector_size=args.dim, window=args.window,
                 min_count=args.min_count, sg=int(args.architecture == "skipgram"),
-                workers=args.workers, epochs=args.epochs, seed=args.seed,
+                workers=args.workers, epochs=args.epochs, seed=args.seed, **subwords,
             )  # fmt: skip
         except RuntimeError as err:  # gensim's "you must first build vocabulary"
             raise ValueError(f"--input {args.input}: no vectors trained (no word occurs "
