@@ -29,7 +29,10 @@ FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")
 
 
 def is_fasttext_model(path: str | Path) -> bool:
-    """Whether ``path`` starts as fastText's binary models (``.bin``, ``.ftz``) do."""
+    """Whether ``path`` is a file that starts as fastText's binary models (``.bin``,
+    ``.ftz``) do (False for a missing file: the readers say that it is missing)."""
+    if not Path(path).is_file():
+        return False
     with open(path, "rb") as handle:
         return handle.read(4) == FASTTEXT_MAGIC
 

@@ -270,10 +270,8 @@ def fit_vectors(
             "data.extend_vocab all gives a row to every vector read: set data.max_vectors "
             "(the file's first N vectors) so that the whole file is not kept"
         )
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: no such word-vector file")
     whole_model = is_fasttext_model(path)
-    if format == "fasttext_bin" and not whole_model:
+    if format == "fasttext_bin" and not whole_model and Path(path).is_file():
         raise ValueError(f"{path}: not a fastText model (.bin): set vectors_format auto")
     if whole_model and format in ("auto", "fasttext_bin"):
         return fit_subword_vectors(path, vocab, data_words, normalize, max_vectors, extend)

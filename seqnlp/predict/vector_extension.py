@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 
 from seqnlp.data.subword_vectors import fit_subword_vectors, is_fasttext_model, load_fasttext_model
 from seqnlp.data.vectors import VectorFile, VectorsFormat, fit_vectors
-from seqnlp.tokenization import normalize_word
+from seqnlp.tokenization import Vocab, normalize_word
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,11 @@ class VocabularyExtension:
     """
 
     def __init__(self, path: str, format: VectorsFormat = "auto", max_words: int = 1_000_000):
-        if not Path(path).is_file():
-            raise ValueError(f"{path}: no such word-vector file")
         self.path, self.format, self.max_words = path, format, max_words
         whole = is_fasttext_model(path) and format in ("auto", "fasttext_bin")
         self._model: Any = load_fasttext_model(path) if whole else None
-        self._file = None if whole else VectorFile(path, format)  # checks the header now
-        self.dim = int(self._model.vector_size) if whole else self._file.dim  # type: ignore[union-attr]
+        # VectorFile checks that the file exists and reads its header now.
+        self.dim = int(self._model.vector_size) if whole else VectorFile(path, format).dim
         self.added = 0
         self._full_warned = False
 
@@ -60,8 +58,8 @@ class VocabularyExtension:
                 f"embeddings of {embedding.embedding_dim}: use the vectors it was trained with"
             )
         vocab = codec.words
-        forms = {normalize_word(t, codec.lowercase, codec.zero_digits) for t in tokens}
-        forms -= set(vocab.stoi)
+        norm = partial(normalize_word, lowercase=codec.lowercase, zero_digits=codec.zero_digits)
+        forms = {norm(t) for t in tokens} - set(vocab.stoi)
         room = self.max_words - self.added
         if len(forms) > room:
             if not self._full_warned:
@@ -71,28 +69,26 @@ class VocabularyExtension:
             forms = set(sorted(forms)[:room])
         if not forms:
             return codec, 0
-
-        def norm(word: str) -> str:
-            return normalize_word(word, codec.lowercase, codec.zero_digits)
-
+        # Only the lacking words are looked up: an empty vocabulary extended with them
+        # (the model's own rows are never read again).
+        specials = {vocab.pad, vocab.unk}
+        empty = Vocab([], pad=vocab.pad, unk=vocab.unk)
         if self._model is not None:
-            extended, rows = fit_subword_vectors(self.path, vocab, forms, norm, model=self._model)
+            found, rows = fit_subword_vectors(self.path, empty, forms, norm, model=self._model)
         else:
-            extended, rows = fit_vectors(self.path, vocab, forms, norm, self.format)
-        old = len(vocab)
-        if len(extended) == old:
+            found, rows = fit_vectors(self.path, empty, forms, norm, self.format)
+        new = [(found.itos[i], n) for n, i in enumerate(rows.ids) if found.itos[i] not in specials]
+        if not new:
             return codec, 0
+        known = [w for w in vocab.itos if w not in specials]
+        extended = Vocab([*known, *(w for w, _ in new)], pad=vocab.pad, unk=vocab.unk)
         with torch.no_grad():
             weight = embedding.weight
-            grown = torch.zeros(len(extended), weight.size(1), dtype=weight.dtype,
-                                device=weight.device)  # fmt: skip
-            grown[:old] = weight
-            new = [(i, n) for n, i in enumerate(rows.ids) if i >= old]
-            ids = torch.tensor([i for i, _ in new], dtype=torch.long, device=weight.device)
-            grown[ids] = torch.from_numpy(rows.vectors[[n for _, n in new]]).to(grown)
+            vectors = torch.from_numpy(rows.vectors[[n for _, n in new]]).to(weight)
+            grown = torch.cat([weight.detach(), vectors])  # (vocab + new, dim)
         embedding.weight = nn.Parameter(grown, requires_grad=False)
         embedding.num_embeddings = len(extended)
         codec = copy.copy(codec)
         codec.words = extended
-        self.added += len(extended) - old
-        return codec, len(extended) - old
+        self.added += len(new)
+        return codec, len(new)
