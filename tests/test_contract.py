@@ -171,6 +171,10 @@ NETWORKS = [
     _tagger("tagger-charlstm-crf", char_encoder="lstm"),
     _tagger("tagger-charcnn-softmax", char_encoder="cnn", head="softmax"),
     _tagger("tagger-nochars-crf-2layers", char_encoder="none", num_layers=2),
+    # frozen (pretrained) rows for all 30 ids and a trained table for the first 20:
+    # ids 20-29 read its <unk> row there
+    _tagger("tagger-frozen-words-trainable-table", freeze_embeddings=True,
+            trainable_word_dim=4, trainable_words=20),
     _classifier("classifier-lstm-last", cell="lstm"),
     _classifier("classifier-gru-bi-attention", cell="gru", bidirectional=True,
                 pooling="attention", learn_initial_state=True, mlp_hidden=[7]),

@@ -55,20 +55,28 @@ def _truncated(network: nn.Module, rows: int) -> nn.Module:
     return out
 
 
-@pytest.mark.parametrize("kind", ["text", "fasttext"])
+@pytest.mark.parametrize(
+    ("kind", "tables"),
+    [("text", {}), ("fasttext", {}),
+     ("text", {"freeze_embeddings": True, "trainable_word_dim": 3})],
+)  # fmt: skip
 def test_rows_added_at_prediction_equal_those_of_training_time_extension(tiny_ner, tmp_path,
-                                                                         kind):  # fmt: skip
+                                                                         kind, tables):  # fmt: skip
     """A tagger trained with the test words' rows (extend_vocab data) and the same tagger
-    without them, given the vectors at prediction, tag the test text alike."""
+    without them, given the vectors at prediction, tag the test text alike; with a
+    trainable table beside the vectors too (the added words read its <unk> row)."""
     path = _vector_file(tmp_path) if kind == "text" else _fasttext_file(tmp_path)
     files = _with_test_words(tiny_ner)
     plain = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"))
     data = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"), vectors=str(path))
     base = plain.codec.words
     assert data.codec.words.itos[: len(base)] == base.itos and len(data.codec.words) > len(base)
-    model = Tagger(data.codec, word_dim=4, char_encoder="lstm", hidden_size=6)
+    model = Tagger(data.codec, word_dim=4, char_encoder="lstm", hidden_size=6, **tables)
     model.setup("fit")
     model.eval()
+    if tables:  # the trainable table has the training words' rows only
+        assert model.hparams["trainable_words"] == len(base)
+        assert model.network.trainable_embedding.embedding.num_embeddings == len(base)
     extended = TaggingPredictor(model.network, data.codec)
     lacking_network = _truncated(model.network, len(base))
     lacking = TaggingPredictor(lacking_network, plain.codec, vectors=str(path))

@@ -62,6 +62,9 @@ class TaggingCodec(StateEquality):
         #: pretrained vectors for rows of ``words`` (``data.vectors``): set by the DataModule
         #: that fits the codec, read by the tagger when training starts, never saved.
         self.vectors: PretrainedRows | None = None
+        #: how many of ``words`` are training words (the rest came with vectors): set by
+        #: the DataModule that fits the codec, read when training starts, never saved.
+        self.training_words: int | None = None
 
     @classmethod
     def fit(

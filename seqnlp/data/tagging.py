@@ -185,6 +185,7 @@ class TaggingDataModule(SeqDataModule):
             train, h.min_word_freq, h.max_vocab_size, h.tag_scheme, h.lowercase, h.zero_digits,
             h.max_word_chars, self.pretokenizer(),
         )  # fmt: skip
+        codec.training_words = len(codec.words)
         if h.vectors:
             norm = partial(normalize_word, lowercase=h.lowercase, zero_digits=h.zero_digits)
             words = (norm(t) for split in self.all_splits(train) for r in split

@@ -10,7 +10,7 @@ from torch import nn
 from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.nn.crf import LinearChainCRF
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
-from seqnlp.nn.embeddings import CharCNN, CharLSTM, WordDropout
+from seqnlp.nn.embeddings import CharCNN, CharLSTM, TrainingWordEmbedding, WordDropout
 from seqnlp.nn.encoder import Cell, Init, RNNEncoder, lengths_mask
 
 
@@ -37,6 +37,11 @@ class TaggerNetwork(nn.Module):
         word_dropout: probability of replacing a word by ``unk_id`` in training.
         head: ``crf`` (Viterbi decoding) or ``softmax`` (independent argmax).
         freeze_embeddings: keep the word embeddings fixed.
+        trainable_word_dim: with more than 0, a second, trainable word embedding of this
+            size for the first ``trainable_words`` ids (the training words; later ids
+            read ``<unk>``'s row), concatenated with ``word_embedding``. Meant for
+            ``freeze_embeddings`` with pretrained vectors (``TrainingWordEmbedding``).
+        trainable_words: the training words' count (default ``num_words``).
         pad_id, unk_id: the word vocabulary's padding and unknown ids.
         char_lm_specs: trained character language models whose states are word features
             (contextual string embeddings, Akbik et al. 2018), one dict each:
@@ -66,6 +71,8 @@ class TaggerNetwork(nn.Module):
         word_dropout: float = 0.0,
         head: Literal["crf", "softmax"] = "crf",
         freeze_embeddings: bool = False,
+        trainable_word_dim: int = 0,
+        trainable_words: int | None = None,
         pad_id: int = 0,
         unk_id: int = 1,
         cell: Cell = "lstm",
@@ -82,6 +89,10 @@ class TaggerNetwork(nn.Module):
         super().__init__()
         self.word_embedding = nn.Embedding(num_words, word_dim, padding_idx=pad_id)
         self.word_embedding.weight.requires_grad_(not freeze_embeddings)
+        self.trainable_embedding = (
+            TrainingWordEmbedding(trainable_words or num_words, trainable_word_dim, pad_id, unk_id)
+            if trainable_word_dim > 0 else None
+        )  # fmt: skip
         self.char_features: CharLSTM | CharCNN | None
         options = {
             "init": init, "forget_bias": forget_bias, "weight_drop": weight_drop,
@@ -95,7 +106,8 @@ class TaggerNetwork(nn.Module):
             self.char_features = CharCNN(num_chars, char_dim, char_hidden, char_kernel_size)
         else:
             self.char_features = None
-        features = word_dim + (self.char_features.output_size if self.char_features else 0)
+        features = word_dim + trainable_word_dim
+        features += self.char_features.output_size if self.char_features else 0
         self.char_lms: ContextualCharFeatures | None = None
         if char_lm_specs:
             self.char_lms = ContextualCharFeatures.from_specs(
@@ -143,9 +155,12 @@ class TaggerNetwork(nn.Module):
         char_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The encoder's inputs (batch, time, features) before dropout: each word's
-        embedding and character features (arguments as ``forward``)."""
+        embeddings and character features (arguments as ``forward``)."""
         mask = lengths_mask(lengths, word_ids.size(1))  # (batch, time)
-        x = self.word_embedding(self.word_dropout(word_ids, mask))  # (batch, time, word_dim)
+        ids = self.word_dropout(word_ids, mask)  # (batch, time)
+        x = self.word_embedding(ids)  # (batch, time, word_dim)
+        if self.trainable_embedding is not None:  # (batch, time, word_dim + trainable_word_dim)
+            x = torch.cat([x, self.trainable_embedding(ids)], dim=-1)
         if self.char_features is not None and char_vectors is not None:
             assert char_rows is not None, "char_vectors are given per row of char_rows"
             x = torch.cat([x, char_vectors[char_rows]], dim=-1)

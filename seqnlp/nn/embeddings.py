@@ -30,6 +30,30 @@ class WordDropout(nn.Module):
         return ids.masked_fill(drop & mask, self.unk_id)
 
 
+class TrainingWordEmbedding(nn.Module):
+    """A trainable embedding for the first ``num_words`` ids of a vocabulary (the
+    training words); every later id (a word that only pretrained vectors know, added
+    by vocabulary extension at training or prediction time) reads ``<unk>``'s row.
+
+    Beside a frozen pretrained embedding this is the two-table scheme of Kim (2014,
+    "multichannel") and Dozat et al. (2017): the pretrained vectors stay in the space
+    the vectors of unseen words share, while this table learns what the task needs.
+
+    (batch, time) ids -> (batch, time, dim).
+    """
+
+    def __init__(self, num_words: int, dim: int, pad_id: int, unk_id: int) -> None:
+        super().__init__()
+        if num_words <= max(pad_id, unk_id):
+            raise ValueError(f"a training vocabulary of {num_words} ids lacks <pad>/<unk>")
+        self.embedding = nn.Embedding(num_words, dim, padding_idx=pad_id)
+        self.unk_id = unk_id
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        known = ids < self.embedding.num_embeddings
+        return self.embedding(torch.where(known, ids, torch.full_like(ids, self.unk_id)))
+
+
 class CharCNN(nn.Module):
     """Character convolution with max-pooling over each word (Ma and Hovy 2016).
 

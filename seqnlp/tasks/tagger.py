@@ -29,6 +29,14 @@ class Tagger(System):
             validation and test data rows of their own, and hands the vectors over in
             ``codec.vectors``); the two do not combine. Prediction needs no vector file.
         freeze_embeddings: keep the word embeddings fixed.
+        trainable_word_dim: with more than 0, a second word embedding of this size,
+            trained from scratch for the training words and concatenated with the first.
+            With ``freeze_embeddings`` and ``data.vectors`` the pretrained vectors stay as
+            they are, so the rows of words that only the vectors know (vocabulary
+            extension) stay in the space the model learned to read (README "Pretrained
+            word vectors").
+        trainable_words: the training words' count (set when training starts, from the
+            DataModule's vocabulary before extension; not a recipe setting).
         char_encoder: ``lstm`` (a bidirectional ``nn.LSTM``), ``recurrent`` (bidirectional,
             with ``cell`` and the recurrent options), ``cnn`` or ``none``.
         char_dim: character embedding size.
@@ -66,6 +74,8 @@ class Tagger(System):
         word_dim: int = 100,
         pretrained_embeddings: str | None = None,
         freeze_embeddings: bool = False,
+        trainable_word_dim: int = 0,
+        trainable_words: int | None = None,
         char_encoder: Literal["lstm", "recurrent", "cnn", "none"] = "lstm",
         char_dim: int = 25,
         char_hidden: int = 25,
@@ -90,6 +100,8 @@ class Tagger(System):
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])
         self.codec = codec
+        if trainable_word_dim > 0 and trainable_words is None:
+            self.hparams["trainable_words"] = codec.training_words or len(codec.words)
         lm_weights, char_maps = [], []
         if char_lms:  # training starts: read the LMs once; the checkpoints keep them
             self.hparams["char_lm_specs"], lm_weights, char_maps = read_char_lms(

@@ -1,0 +1,77 @@
+"""Frozen pretrained vectors beside a trainable word table (``model.freeze_embeddings``
+with ``model.trainable_word_dim``): the vectors stay as the file gives them, the table
+holds the training words only, and the model trains, saves, exports and predicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import seqnlp
+from seqnlp.cli import main
+from seqnlp.data import TaggingDataModule
+from seqnlp.export.writer import export_model
+from seqnlp.nn.embeddings import TrainingWordEmbedding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ids_past_the_training_words_read_the_unk_row():
+    torch.manual_seed(0)
+    table = TrainingWordEmbedding(4, 3, pad_id=0, unk_id=1)
+    ids = torch.tensor([[0, 1, 2, 3, 4, 9]])  # (batch 1, time 6): 4 and 9 are not in it
+    out = table(ids)  # (1, 6, 3)
+    weight = table.embedding.weight
+    assert torch.equal(out[0, 0], torch.zeros(3))  # padding
+    for position, row in [(1, 1), (2, 2), (3, 3), (4, 1), (5, 1)]:
+        assert torch.equal(out[0, position], weight[row])
+    out.sum().backward()
+    assert weight.grad[1].tolist() == [3.0] * 3  # unk: itself and the two unknown ids
+    assert weight.grad[0].abs().sum() == 0  # padding never learns
+    with pytest.raises(ValueError, match="lacks <pad>/<unk>"):
+        TrainingWordEmbedding(1, 3, pad_id=0, unk_id=1)
+
+
+def _vectors(tmp_path: Path, words: list[str], dim: int) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    vectors = {w: rng.normal(size=dim).round(4).astype(np.float32) for w in words}
+    path = tmp_path / "v.txt"
+    path.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    return path, vectors
+
+
+def test_the_vectors_stay_fixed_while_the_table_learns(tiny_ner, tmp_path, monkeypatch):
+    files = {k: str(v) for k, v in tiny_ner.items()}
+    plain = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf")).codec.words
+    training = [w for w in plain.itos if w not in (plain.pad, plain.unk)]
+    # vectors for half of the training words, and for two words no split has
+    path, vectors = _vectors(tmp_path, [*training[::2], "Zaragoza", "Cuenca"], 4)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset", "null",
+          "--data.train", files["train"], "--data.validation", files["validation"],
+          "--data.test", files["test"], "--data.cache_dir", str(tmp_path / "hf"),
+          "--data.vectors", str(path), "--data.extend_vocab", "all", "--data.max_vectors", "100",
+          "--model.init_args.word_dim", "4", "--model.init_args.freeze_embeddings", "true",
+          "--model.init_args.trainable_word_dim", "3", "--trainer.max_epochs", "2",
+          "--seed_everything", "1", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    best = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    predictor = seqnlp.load(best)
+    network, words = predictor.network, predictor.codec.words
+    assert words.itos[: len(plain)] == plain.itos and words.itos[len(plain):] == [
+        "Zaragoza", "Cuenca"]  # file order  # fmt: skip
+    table = network.trainable_embedding.embedding
+    assert table.num_embeddings == len(plain)  # the training words only
+    for word, vector in vectors.items():  # the file's numbers, after two epochs
+        assert torch.equal(network.word_embedding.weight[words.index(word)],
+                           torch.from_numpy(vector))  # fmt: skip
+    texts = ["Zaragoza vive en Cuenca .", "Ana vive en Lima", training[1]]
+    expected = predictor.predict(texts)
+    folder = export_model(best, tmp_path / "folder", onnx=True).folder
+    assert seqnlp.load(folder).predict(texts) == expected
+    onnx = seqnlp.load(folder, runtime="onnx").predict(texts)
+    assert [r["tags"] for r in onnx] == [r["tags"] for r in expected]
+    assert predictor.encode_token("Zaragoza")[0] == words.index("Zaragoza") >= len(plain)
+
