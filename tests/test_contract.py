@@ -181,6 +181,8 @@ NETWORKS = [
     _classifier("classifier-rnn-bi-max", cell="rnn", bidirectional=True, pooling="max",
                 init="orthogonal"),
     _classifier("classifier-gru-2layers-mean", cell="gru", num_layers=2, pooling="mean"),
+    _classifier("classifier-frozen-tokens-trainable-table", cell="lstm", pooling="max",
+                freeze_embeddings=True, trainable_embedding_dim=4, trainable_tokens=15),
     _classifier_with_char_lms("classifier-char-lms-trainable"),
     _translator("translator-gru-additive", hidden_size=8),
     _translator("translator-lstm-dot-2layers", hidden_size=6, decoder_hidden_size=12,

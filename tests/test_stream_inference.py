@@ -47,6 +47,19 @@ def test_the_stream_ends_where_batch_prediction_does(cell, pooling):
                     assert record["probabilities"][label] == pytest.approx(p, abs=2e-4)
 
 
+def test_a_stream_reads_both_tables():
+    """Frozen rows beside a trainable table of the first 20 tokens (later ids: <unk>'s)."""
+    predictor = _predictor("lstm", "max", freeze_embeddings=True, trainable_embedding_dim=3,
+                           trainable_tokens=20)  # fmt: skip
+    stream = predictor.stream()
+    text = SAMPLE[0]
+    for token in text.split():
+        record = stream.feed(token)
+    expected = predictor.predict([text])[0]
+    for label, p in expected["probabilities"].items():
+        assert record["probabilities"][label] == pytest.approx(p, abs=2e-4)
+
+
 def test_pieces_of_a_token_are_fed_in_turn():
     predictor = _predictor("gru", "mean", tokenizer="pieces")
     stream = predictor.stream()

@@ -75,3 +75,46 @@ def test_the_vectors_stay_fixed_while_the_table_learns(tiny_ner, tmp_path, monke
     assert [r["tags"] for r in onnx] == [r["tags"] for r in expected]
     assert predictor.encode_token("Zaragoza")[0] == words.index("Zaragoza") >= len(plain)
 
+
+
+def test_the_classifier_keeps_glove_fixed_beside_its_table(tmp_path, monkeypatch):
+    """Kim (2014)'s multichannel: frozen vectors (the validation and test words' too)
+    and a trained table of the training tokens; checkpoint, folder and ONNX agree."""
+    good = ["great fun", "a great film", "fun and moving", "moving and great"]
+    bad = ["dull film", "a dull mess", "boring and dull", "a boring mess"]
+    splits = {"train": [f"1 {t}" for t in good] * 8 + [f"0 {t}" for t in bad] * 8,
+              "validation": ["1 superb fun", "0 tedious mess"],
+              "test": ["1 a superb film", "0 a tedious film"]}  # fmt: skip
+    files = {}
+    for split, lines in splits.items():
+        files[split] = tmp_path / f"{split}.txt"
+        files[split].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    path, vectors = _vectors(tmp_path, ["great", "dull", "superb", "tedious", "film"], 4)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", str(ROOT / "recipes" / "quickstart" / "sentiment.yaml"),
+          "--data.dataset", "null", "--data.train", str(files["train"]),
+          "--data.validation", str(files["validation"]), "--data.test", str(files["test"]),
+          "--data.cache_dir", str(tmp_path / "hf"), "--data.vectors", str(path),
+          "--model.init_args.embedding_dim", "4", "--model.init_args.hidden_size", "8",
+          "--model.init_args.freeze_embeddings", "true",
+          "--model.init_args.trainable_embedding_dim", "3", "--trainer.max_epochs", "2",
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    best = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    predictor = seqnlp.load(best)
+    vocab = predictor.codec.tokenizer.vocab
+    training = {w for t in good + bad for w in t.split()}
+    table = predictor.network.trainable_embedding.embedding
+    assert table.num_embeddings == len(training) + 2  # <pad>, <unk>: no extension word
+    assert {"superb", "tedious"} <= set(vocab.itos[table.num_embeddings:])
+    for word, vector in vectors.items():
+        assert torch.equal(predictor.network.embedding.weight[vocab.index(word)],
+                           torch.from_numpy(vector))  # fmt: skip
+    texts = ["a superb film", "tedious and dull", "great"]
+    expected = predictor.predict(texts)
+    folder = export_model(best, tmp_path / "folder", onnx=True).folder
+    assert seqnlp.load(folder).predict(texts) == expected
+    onnx = seqnlp.load(folder, runtime="onnx").predict(texts)
+    assert [r["label"] for r in onnx] == [r["label"] for r in expected]
+    for got, want in zip(onnx, expected, strict=True):
+        for label, p in want["probabilities"].items():
+            assert got["probabilities"][label] == pytest.approx(p, abs=1e-5)

@@ -245,6 +245,7 @@ class ClassificationDataModule(SeqDataModule):
         """``codec`` with its pretrained vectors (``data.vectors``, if set), a word
         tokenizer's vocabulary extended with the words of every split that have one."""
         h = self.hparams
+        codec.training_words = len(codec.tokenizer)
         if not h.vectors:
             return codec
         tokenizer = codec.tokenizer

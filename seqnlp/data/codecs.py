@@ -239,6 +239,9 @@ class ClassificationCodec(StateEquality):
         #: pretrained vectors for rows of the tokenizer (``data.vectors``): set by the
         #: DataModule that fits the codec, read when training starts, never saved.
         self.vectors: PretrainedRows | None = None
+        #: how many of the tokenizer's ids are training tokens (the rest came with
+        #: vectors): set by the DataModule that fits the codec, never saved.
+        self.training_words: int | None = None
 
     @staticmethod
     def fit_chars(forms: Iterable[str]) -> Vocab:

@@ -8,7 +8,7 @@ from torch import nn
 
 from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.nn.dropout import DropoutMode, SequenceDropout
-from seqnlp.nn.embeddings import WordDropout
+from seqnlp.nn.embeddings import TrainingWordEmbedding, WordDropout
 from seqnlp.nn.encoder import Cell, Init, RNNEncoder, State, lengths_mask
 from seqnlp.nn.pooling import PoolingMethod, SequencePooling
 
@@ -35,6 +35,12 @@ class ClassifierNetwork(nn.Module):
             single linear layer.
         head_dropout: dropout before each head layer.
         freeze_embeddings: keep the embeddings fixed.
+        trainable_embedding_dim: with more than 0, a second, trainable embedding of this
+            size for the first ``trainable_tokens`` ids (the training tokens; later ids
+            read ``<unk>``'s row), concatenated with ``embedding`` (Kim 2014's
+            multichannel with ``freeze_embeddings``; ``TrainingWordEmbedding``). The
+            first layer then reads the embeddings directly, never folded.
+        trainable_tokens: the training tokens' count (default ``num_tokens``).
         pad_id, unk_id: the tokenizer's padding and unknown ids.
         num_chars: the character vocabulary's size (with ``char_lm_specs``).
         char_lm_specs: trained character language models whose states are token
@@ -73,6 +79,8 @@ class ClassifierNetwork(nn.Module):
         forget_bias: float | None = None,
         learn_initial_state: bool = False,
         freeze_embeddings: bool = False,
+        trainable_embedding_dim: int = 0,
+        trainable_tokens: int | None = None,
         pad_id: int = 0,
         unk_id: int = 1,
         num_chars: int = 0,
@@ -81,17 +89,18 @@ class ClassifierNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_tokens, embedding_dim, padding_idx=pad_id)
-        # Variance 1/dim (Lample et al. 2016): N(0, 1) rows saturate the gates of
-        # embeddings trained from scratch.
-        bound = (3.0 / embedding_dim) ** 0.5
-        with torch.no_grad():
-            nn.init.uniform_(self.embedding.weight, -bound, bound)
-            self.embedding.weight[pad_id].zero_()
+        _scaled_start(self.embedding.weight, pad_id)
         self.embedding.weight.requires_grad_(not freeze_embeddings)
+        self.trainable_embedding: TrainingWordEmbedding | None = None
+        if trainable_embedding_dim > 0:
+            self.trainable_embedding = TrainingWordEmbedding(
+                trainable_tokens or num_tokens, trainable_embedding_dim, pad_id, unk_id
+            )
+            _scaled_start(self.trainable_embedding.embedding.weight, pad_id)
         self.word_dropout = WordDropout(word_dropout, unk_id)
         self.embedding_dropout = SequenceDropout(embedding_dropout, dropout_mode)
         self.char_lms: ContextualCharFeatures | None = None
-        features = embedding_dim
+        features = embedding_dim + trainable_embedding_dim
         if char_lm_specs:
             self.char_lms = ContextualCharFeatures.from_specs(
                 char_lm_specs, num_chars, char_lm_trainable
@@ -124,7 +133,8 @@ class ClassifierNetwork(nn.Module):
         (required with them, ignored without)."""
         mask = lengths_mask(lengths, token_ids.size(1))  # (batch, time)
         # states: (batch, time, output_size); final: (layers * directions, batch, hidden)
-        if self.char_lms is None:  # the first layer may read the embedding table folded
+        if self.char_lms is None and self.trainable_embedding is None:
+            # the first layer may read the embedding table folded
             states, final = self.encoder.encode_tokens(
                 self.embedding, token_ids, lengths, lambda ids: self.features(ids, lengths)
             )
@@ -141,13 +151,21 @@ class ClassifierNetwork(nn.Module):
         each token's embedding then, with character language models, their features of
         it (each text read by them once). Arguments as ``forward``."""
         mask = lengths_mask(lengths, token_ids.size(1))  # (batch, time)
-        x = self.embedding(self.word_dropout(token_ids, mask))  # (batch, time, embedding_dim)
+        x = self.embed(self.word_dropout(token_ids, mask))  # (batch, time, embedding sizes)
         if self.char_lms is not None:
             if char_ids is None:
                 raise ValueError("this classifier reads each token's characters with its "
                                  "character language models: give char_ids")  # fmt: skip
             x = torch.cat([x, self.char_lms(char_ids, lengths)], dim=-1)  # (batch, time, input)
         return self.embedding_dropout(x)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (...) -> their embeddings (..., embedding_dim + trainable_embedding_dim):
+        the embedding's row, then the trainable table's."""
+        x = self.embedding(token_ids)
+        if self.trainable_embedding is None:
+            return x
+        return torch.cat([x, self.trainable_embedding(token_ids)], dim=-1)
 
     def stream_step(
         self, token_ids: torch.Tensor, state: StreamState | None = None
@@ -160,10 +178,19 @@ class ClassifierNetwork(nn.Module):
             raise ValueError("a classifier with character language models cannot stream: a "
                              "backward one reads the whole text first")  # fmt: skip
         encoder_state, running = state if state is not None else (None, None)
-        x = self.embedding(token_ids)  # (batch, embedding_dim)
+        x = self.embed(token_ids)  # (batch, embedding sizes)
         top, encoder_state = self.encoder.step(x, encoder_state)  # (batch, hidden)
         if self.pooling is None:  # ``last``: the top layer's newest state (before residuals)
             h = encoder_state[0] if isinstance(encoder_state, tuple) else encoder_state
             return self.head(self.encoder.top_states(h)), (encoder_state, None)
         pooled, running = self.pooling.step(top, running)  # (batch, hidden)
         return self.head(pooled), (encoder_state, running)
+
+
+@torch.no_grad()
+def _scaled_start(weight: torch.Tensor, pad_id: int) -> None:
+    """Rows of variance 1/dim (Lample et al. 2016), ``pad_id``'s zero: N(0, 1) rows
+    saturate the gates of embeddings trained from scratch. weight: (vocab, dim)."""
+    bound = (3.0 / weight.size(1)) ** 0.5
+    nn.init.uniform_(weight, -bound, bound)
+    weight[pad_id].zero_()

@@ -32,6 +32,12 @@ class Classifier(System):
             gives words of the validation and test data rows of their own); the two
             do not combine. Prediction needs no vector file.
         freeze_embeddings: keep the embeddings fixed.
+        trainable_embedding_dim: with more than 0, a second embedding of this size,
+            trained from scratch for the training tokens and concatenated with the first;
+            with ``freeze_embeddings`` and ``data.vectors``, Kim (2014)'s multichannel
+            (README "Pretrained word vectors").
+        trainable_tokens: the training tokens' count (set when training starts, from the
+            DataModule's vocabulary before extension; not a recipe setting).
         hidden_size, num_layers, bidirectional: the encoder's shape.
         dropout: between stacked recurrent layers.
         embedding_dropout: on the token embeddings.
@@ -69,6 +75,8 @@ class Classifier(System):
         embedding_dim: int = 300,
         pretrained_embeddings: str | None = None,
         freeze_embeddings: bool = False,
+        trainable_embedding_dim: int = 0,
+        trainable_tokens: int | None = None,
         cell: Cell = "lstm",
         hidden_size: int = 256,
         num_layers: int = 1,
@@ -102,6 +110,8 @@ class Classifier(System):
                 f"{codec.labels.itos}"
             )
         tokenizer = codec.tokenizer
+        if trainable_embedding_dim > 0 and trainable_tokens is None:
+            self.hparams["trainable_tokens"] = codec.training_words or len(tokenizer)
         lm_weights, char_maps = [], []
         if char_lms or char_lm_specs:
             _check_char_lm_codec(codec)
