@@ -58,7 +58,8 @@ def _truncated(network: nn.Module, rows: int) -> nn.Module:
 @pytest.mark.parametrize(
     ("kind", "tables"),
     [("text", {}), ("fasttext", {}),
-     ("text", {"freeze_embeddings": True, "trainable_word_dim": 3})],
+     ("text", {"freeze_embeddings": True, "trainable_word_dim": 3}),
+     ("fasttext", {"pretrained_std": 1.0})],
 )  # fmt: skip
 def test_rows_added_at_prediction_equal_those_of_training_time_extension(tiny_ner, tmp_path,
                                                                          kind, tables):  # fmt: skip
@@ -74,7 +75,7 @@ def test_rows_added_at_prediction_equal_those_of_training_time_extension(tiny_ne
     model = Tagger(data.codec, word_dim=4, char_encoder="lstm", hidden_size=6, **tables)
     model.setup("fit")
     model.eval()
-    if tables:  # the trainable table has the training words' rows only
+    if "trainable_word_dim" in tables:  # the trainable table has the training words only
         assert model.hparams["trainable_words"] == len(base)
         assert model.network.trainable_embedding.embedding.num_embeddings == len(base)
     extended = TaggingPredictor(model.network, data.codec)

@@ -118,3 +118,45 @@ def test_the_classifier_keeps_glove_fixed_beside_its_table(tmp_path, monkeypatch
     for got, want in zip(onnx, expected, strict=True):
         for label, p in want["probabilities"].items():
             assert got["probabilities"][label] == pytest.approx(p, abs=1e-5)
+
+
+def test_vectors_scaled_to_a_standard_deviation_and_the_rows_added_later_alike(
+    tiny_ner, tmp_path, monkeypatch
+):
+    """model.pretrained_std: one factor for all the vectors, kept with the model, and
+    applied again to the rows that vocabulary extension adds at prediction."""
+    from seqnlp.tasks import Tagger
+
+    files = {k: str(v) for k, v in tiny_ner.items()}
+    plain = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf")).codec.words
+    training = [w for w in plain.itos if w not in (plain.pad, plain.unk)]
+    path, vectors = _vectors(tmp_path, [*training[:6], "Zaragoza"], 4)
+    data = TaggingDataModule(**files, cache_dir=str(tmp_path / "hf"), vectors=str(path),
+                             extend_vocab="none")  # fmt: skip
+    given = data.codec.vectors  # every row with a vector (lowercase forms too)
+    model = Tagger(data.codec, word_dim=4, pretrained_std=2.5)
+    model.setup("fit")
+    scale = model.hparams["pretrained_scale"]
+    assert scale == pytest.approx(2.5 / float(given.vectors.std()))
+    assert model.network.pretrained_scale == scale
+    rows = model.network.word_embedding.weight[given.ids]  # (rows, 4)
+    assert float(rows.std(unbiased=False)) == pytest.approx(2.5, rel=1e-5)
+    assert torch.equal(rows, torch.from_numpy(given.vectors) * scale)
+    with pytest.raises(ValueError, match=r"model\.pretrained_std must be positive, not 0\.0"):
+        Tagger(data.codec, word_dim=4, pretrained_std=0.0).setup("fit")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset", "null",
+          "--data.train", files["train"], "--data.validation", files["validation"],
+          "--data.cache_dir", str(tmp_path / "hf"), "--data.vectors", str(path),
+          "--data.extend_vocab", "none", "--model.init_args.word_dim", "4",
+          "--model.init_args.pretrained_std", "2.5", "--trainer.max_epochs", "1",
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    best = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    folder = export_model(best, tmp_path / "folder").folder
+    for source in (best, folder):  # the factor travels with the model
+        predictor = seqnlp.load(source, vectors=str(path))
+        assert predictor.network.pretrained_scale == pytest.approx(scale)
+        predictor.predict(["Zaragoza vive"])
+        row = predictor.network.word_embedding.weight[predictor.codec.words.index("Zaragoza")]
+        expected = torch.from_numpy(vectors["Zaragoza"]) * predictor.network.pretrained_scale
+        assert torch.equal(row, expected)

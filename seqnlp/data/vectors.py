@@ -310,9 +310,12 @@ def fit_vectors(
 
 
 @torch.no_grad()
-def copy_vectors(rows: PretrainedRows, weight: torch.Tensor, size_option: str) -> int:
-    """Copy ``rows`` into ``weight`` (vocab, dim); refuse vectors of another size, saying
-    which option (``size_option``, e.g. ``model.word_dim``) to set. Returns the rows set."""
+def copy_vectors(
+    rows: PretrainedRows, weight: torch.Tensor, size_option: str, scale: float = 1.0
+) -> int:
+    """Copy ``rows``, times ``scale``, into ``weight`` (vocab, dim); refuse vectors of
+    another size, saying which option (``size_option``, e.g. ``model.word_dim``) to set.
+    Returns the rows set."""
     if rows.dim != weight.size(1):
         raise ValueError(
             f"{rows.source}: vectors of {rows.dim} numbers for embeddings of "
@@ -320,8 +323,22 @@ def copy_vectors(rows: PretrainedRows, weight: torch.Tensor, size_option: str) -
         )
     if rows.ids:
         ids = torch.tensor(rows.ids, dtype=torch.long, device=weight.device)
-        weight[ids] = torch.from_numpy(rows.vectors).to(weight.device, weight.dtype)
+        vectors = torch.from_numpy(rows.vectors).to(weight.device, weight.dtype)
+        weight[ids] = vectors * scale if scale != 1.0 else vectors
     return len(rows.ids)
+
+
+def std_scale(rows: PretrainedRows, std: float | None) -> float:
+    """The one factor that gives ``rows``' vectors, all numbers together, the standard
+    deviation ``std`` (1.0 without ``std``, or without vectors)."""
+    if std is None or not rows.ids:
+        return 1.0
+    if std <= 0:
+        raise ValueError(f"model.pretrained_std must be positive, not {std}")
+    spread = float(rows.vectors.std())
+    if spread == 0:
+        raise ValueError(f"{rows.source}: every vector number is the same: cannot scale them")
+    return std / spread
 
 
 def initialise_embeddings(
@@ -330,28 +347,25 @@ def initialise_embeddings(
     rows: PretrainedRows | None,
     path: str | None,
     size_option: str,
-) -> int:
+    std: float | None = None,
+) -> float:
     """Start ``weight`` (vocab, dim) from pretrained vectors: the ``rows`` a DataModule
     fit with the vocabulary (``data.vectors``), or the vectors of ``path``
-    (``model.pretrained_embeddings``: the training vocabulary only). Returns the rows set."""
+    (``model.pretrained_embeddings``: the training vocabulary only), all multiplied by
+    the one factor that gives them the standard deviation ``std`` (``std_scale``).
+    Returns that factor (1.0 without ``std`` or without vectors)."""
     if rows is not None and path:
         raise ValueError(
             f"both data.vectors ({rows.source}) and model.pretrained_embeddings ({path}) are "
             f"set: keep data.vectors (it also extends the vocabulary)"
         )
     if path:
-        return load_word_vectors(path, vocab, weight, size_option)
-    return copy_vectors(rows, weight, size_option) if rows is not None else 0
-
-
-def load_word_vectors(
-    path: str | Path, vocab: Vocab, weight: torch.Tensor, size_option: str = "the embedding size"
-) -> int:
-    """Copy vectors from a file (any format above) into the rows of ``weight`` (vocab,
-    dim) of the vocabulary's words: exact form, else lowercase form. Words without a
-    vector keep their random rows; padding stays zero. Returns the rows set."""
-    _, rows = fit_vectors(path, vocab, extend="none")
-    return copy_vectors(rows, weight, size_option)
+        _, rows = fit_vectors(path, vocab, extend="none")
+    if rows is None:
+        return 1.0
+    scale = std_scale(rows, std)
+    copy_vectors(rows, weight, size_option, scale)
+    return scale
 
 
 def write_vectors(

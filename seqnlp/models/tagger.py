@@ -42,6 +42,9 @@ class TaggerNetwork(nn.Module):
             read ``<unk>``'s row), concatenated with ``word_embedding``. Meant for
             ``freeze_embeddings`` with pretrained vectors (``TrainingWordEmbedding``).
         trainable_words: the training words' count (default ``num_words``).
+        pretrained_scale: the factor the pretrained vectors were multiplied by when
+            training started (``model.pretrained_std``); vocabulary extension at
+            prediction multiplies the rows it adds by it.
         pad_id, unk_id: the word vocabulary's padding and unknown ids.
         char_lm_specs: trained character language models whose states are word features
             (contextual string embeddings, Akbik et al. 2018), one dict each:
@@ -73,6 +76,7 @@ class TaggerNetwork(nn.Module):
         freeze_embeddings: bool = False,
         trainable_word_dim: int = 0,
         trainable_words: int | None = None,
+        pretrained_scale: float = 1.0,
         pad_id: int = 0,
         unk_id: int = 1,
         cell: Cell = "lstm",
@@ -89,6 +93,7 @@ class TaggerNetwork(nn.Module):
         super().__init__()
         self.word_embedding = nn.Embedding(num_words, word_dim, padding_idx=pad_id)
         self.word_embedding.weight.requires_grad_(not freeze_embeddings)
+        self.pretrained_scale = pretrained_scale
         self.trainable_embedding = (
             TrainingWordEmbedding(trainable_words or num_words, trainable_word_dim, pad_id, unk_id)
             if trainable_word_dim > 0 else None

@@ -82,7 +82,8 @@ class TaggingPredictor(TaggingRecords, TorchPredictor):
             return
         tokens = (t for s in sentences for t in s.model_tokens)
         embedding = self.network.word_embedding
-        self.codec, added = self.extension.extend(self.codec, embedding, tokens)
+        scale = self.network.pretrained_scale
+        self.codec, added = self.extension.extend(self.codec, embedding, tokens, scale)
         if added:
             self._encoded.clear()  # it holds <unk> for some of them
 

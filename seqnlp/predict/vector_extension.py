@@ -47,11 +47,14 @@ class VocabularyExtension:
         self.added = 0
         self._full_warned = False
 
-    def extend(self, codec: Any, embedding: nn.Embedding, tokens: Iterable[str]) -> tuple[Any, int]:
+    def extend(
+        self, codec: Any, embedding: nn.Embedding, tokens: Iterable[str], scale: float = 1.0
+    ) -> tuple[Any, int]:
         """Rows for the ``tokens`` (model tokens, before the word normalisation) whose
-        normalised form ``codec.words`` lacks and the vectors have. Returns the codec
-        (a copy with the longer vocabulary when rows were added) and the rows added;
-        ``embedding`` (vocab, dim) grows in place, its old rows unchanged."""
+        normalised form ``codec.words`` lacks and the vectors have, times ``scale`` (the
+        factor the vectors were multiplied by in training: ``model.pretrained_std``).
+        Returns the codec (a copy with the longer vocabulary when rows were added) and
+        the rows added; ``embedding`` (vocab, dim) grows in place, its old rows unchanged."""
         if self.dim != embedding.embedding_dim:
             raise ValueError(
                 f"{self.path}: vectors of {self.dim} numbers for this model's word "
@@ -85,6 +88,8 @@ class VocabularyExtension:
         with torch.no_grad():
             weight = embedding.weight
             vectors = torch.from_numpy(rows.vectors[[n for _, n in new]]).to(weight)
+            if scale != 1.0:  # as copy_vectors did in training
+                vectors = vectors * scale
             grown = torch.cat([weight.detach(), vectors])  # (vocab + new, dim)
         embedding.weight = nn.Parameter(grown, requires_grad=False)
         embedding.num_embeddings = len(extended)

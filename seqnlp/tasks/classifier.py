@@ -31,6 +31,9 @@ class Classifier(System):
             pieces), read when training starts. ``data.vectors`` does more (it also
             gives words of the validation and test data rows of their own); the two
             do not combine. Prediction needs no vector file.
+        pretrained_std: scale the pretrained vectors, all by one factor, to this
+            standard deviation when training starts (as the tagger's; random rows start
+            at ``(1 / embedding_dim) ** 0.5``).
         freeze_embeddings: keep the embeddings fixed.
         trainable_embedding_dim: with more than 0, a second embedding of this size,
             trained from scratch for the training tokens and concatenated with the first;
@@ -66,7 +69,7 @@ class Classifier(System):
     task = "classification"
     codec_type = ClassificationCodec
     main_metrics = ("accuracy", "macro_f1")
-    training_only_hparams = ("pretrained_embeddings", "char_lms")
+    training_only_hparams = ("pretrained_embeddings", "pretrained_std", "char_lms")
     network: ClassifierNetwork
 
     def __init__(
@@ -74,6 +77,7 @@ class Classifier(System):
         codec: ClassificationCodec,
         embedding_dim: int = 300,
         pretrained_embeddings: str | None = None,
+        pretrained_std: float | None = None,
         freeze_embeddings: bool = False,
         trainable_embedding_dim: int = 0,
         trainable_tokens: int | None = None,
@@ -143,6 +147,7 @@ class Classifier(System):
             initialise_embeddings(
                 self.network.embedding.weight, self.codec.tokenizer.as_vocab(),
                 self.codec.vectors, self.hparams.pretrained_embeddings, "model.embedding_dim",
+                self.hparams.pretrained_std,
             )  # fmt: skip
 
     def training_loss(self, batch: ClassificationBatch) -> torch.Tensor:

@@ -28,6 +28,13 @@ class Tagger(System):
             training starts. ``data.vectors`` does more (it also gives words of the
             validation and test data rows of their own, and hands the vectors over in
             ``codec.vectors``); the two do not combine. Prediction needs no vector file.
+        pretrained_std: scale the pretrained vectors (``data.vectors`` or
+            ``pretrained_embeddings``), all by one factor, to this standard deviation
+            when training starts. Random rows start at 1.0; fastText's and word2vec's
+            vectors are near 0.3, and Adam's steps are about the same size whatever a
+            weight's scale, so small vectors lose what they bring sooner. The factor is
+            kept (``pretrained_scale``) for vocabulary extension at prediction.
+        pretrained_scale: that factor (written by seqnlp; not a recipe setting).
         freeze_embeddings: keep the word embeddings fixed.
         trainable_word_dim: with more than 0, a second word embedding of this size,
             trained from scratch for the training words and concatenated with the first.
@@ -65,7 +72,7 @@ class Tagger(System):
     task = "tagging"
     codec_type = TaggingCodec
     main_metrics = ("precision", "recall", "f1")
-    training_only_hparams = ("pretrained_embeddings", "char_lms")
+    training_only_hparams = ("pretrained_embeddings", "pretrained_std", "char_lms")
     network: TaggerNetwork
 
     def __init__(
@@ -73,6 +80,8 @@ class Tagger(System):
         codec: TaggingCodec,
         word_dim: int = 100,
         pretrained_embeddings: str | None = None,
+        pretrained_std: float | None = None,
+        pretrained_scale: float = 1.0,
         freeze_embeddings: bool = False,
         trainable_word_dim: int = 0,
         trainable_words: int | None = None,
@@ -120,10 +129,12 @@ class Tagger(System):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            initialise_embeddings(
+            scale = initialise_embeddings(
                 self.network.word_embedding.weight, self.codec.words, self.codec.vectors,
                 self.hparams.pretrained_embeddings, "model.word_dim",
+                self.hparams.pretrained_std,
             )  # fmt: skip
+            self.hparams["pretrained_scale"] = self.network.pretrained_scale = scale
 
     def training_loss(self, batch: TaggingBatch) -> torch.Tensor:
         assert batch.tags is not None
