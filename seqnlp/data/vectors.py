@@ -323,9 +323,16 @@ def copy_vectors(
         )
     if rows.ids:
         ids = torch.tensor(rows.ids, dtype=torch.long, device=weight.device)
-        vectors = torch.from_numpy(rows.vectors).to(weight.device, weight.dtype)
-        weight[ids] = vectors * scale if scale != 1.0 else vectors
+        weight[ids] = scaled_rows(rows.vectors, weight, scale)
     return len(rows.ids)
+
+
+def scaled_rows(vectors: np.ndarray, like: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``vectors`` (n, dim) as a tensor of ``like``'s device and dtype, times ``scale``:
+    the one computation of embedding rows from vectors, so that rows added at
+    prediction equal those set when training started, bit for bit."""
+    rows = torch.from_numpy(vectors).to(like.device, like.dtype)
+    return rows * scale if scale != 1.0 else rows
 
 
 def std_scale(rows: PretrainedRows, std: float | None) -> float:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from seqnlp.data.subword_vectors import fit_subword_vectors, is_fasttext_model, load_fasttext_model
-from seqnlp.data.vectors import VectorFile, VectorsFormat, fit_vectors
+from seqnlp.data.vectors import VectorFile, VectorsFormat, fit_vectors, scaled_rows
 from seqnlp.tokenization import Vocab, normalize_word
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ class VocabularyExtension:
         extended = Vocab([*known, *(w for w, _ in new)], pad=vocab.pad, unk=vocab.unk)
         with torch.no_grad():
             weight = embedding.weight
-            vectors = torch.from_numpy(rows.vectors[[n for _, n in new]]).to(weight)
-            if scale != 1.0:  # as copy_vectors did in training
-                vectors = vectors * scale
+            vectors = scaled_rows(rows.vectors[[n for _, n in new]], weight, scale)
             grown = torch.cat([weight.detach(), vectors])  # (vocab + new, dim)
         embedding.weight = nn.Parameter(grown, requires_grad=False)
         embedding.num_embeddings = len(extended)
