@@ -79,9 +79,8 @@ class Pretokenizer:
         """Each token's (start, end) in ``text``, in order; white space is never a token."""
         if self.kind == "whitespace":
             return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-        return [
-            (t.idx, t.idx + len(t.text)) for t in self._nlp.tokenizer(text) if t.text.strip()
-        ]
+        # is_space: the token is all white space (str.isspace), read from its lexeme
+        return [(t.idx, t.idx + len(t)) for t in self._nlp.tokenizer(text) if not t.is_space]
 
     def sentences(self, text: str) -> list[list[Span]]:
         """The token spans of each sentence of ``text`` (spaCy's rule-based sentencizer;
@@ -96,9 +95,9 @@ class Pretokenizer:
             return out
         doc = self._nlp(text)
         return [
-            [(t.idx, t.idx + len(t.text)) for t in sent if t.text.strip()]
+            [(t.idx, t.idx + len(t)) for t in sent if not t.is_space]
             for sent in doc.sents
-            if any(t.text.strip() for t in sent)
+            if not all(t.is_space for t in sent)
         ]
 
     def state_dict(self) -> dict[str, Any]:
