@@ -6,7 +6,7 @@
 /metadata`` (``predictor.metadata()``). A ``MicroBatcher`` (``seqnlp.serve_batcher``)
 joins the inputs of the requests that arrive together into one ``predict`` call and
 gives each request its slice; a bad input fails its own request only (500).
-``/predict`` is answered by ``PredictPath``, ahead of FastAPI's routing. Bad bodies
+``/predict`` is answered by ``PredictPath``, ahead of all of FastAPI. Bad bodies
 never reach the predictor: 400 (not JSON), 413 (over a limit, named), 422
 (ill-typed), each ``{"error": "..."}``. ``seqnlp serve`` (``seqnlp.cli.serving``) runs
 the app with uvicorn; FastAPI is imported only when an app is built.
@@ -149,8 +149,9 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json"
 def create_app(
     predictor: "Predictor", *, limits: Limits | None = None, max_batch_size: int = 128,
     max_wait_ms: float = 2.0, threads: int | None = None, model: str = "", parallel: int = 1,
-) -> "FastAPI":  # fmt: skip
-    """The FastAPI app that serves ``predictor`` (``seqnlp serve``).
+) -> "PredictPath":  # fmt: skip
+    """The ASGI app that serves ``predictor`` (``seqnlp serve``): ``PredictPath`` in
+    front of the FastAPI app (its ``app``) that answers everything else.
 
     Args:
         predictor: built once with every option (``seqnlp.load``), or a
@@ -259,20 +260,19 @@ def create_app(
     async def internal_error(request: Request, exc: Exception) -> Response:
         return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
 
-    app.add_middleware(PredictPath, answer=answer)
     app.state.batcher = batcher
-    return app
+    return PredictPath(app, answer)
 
 
 class PredictPath:
-    """``POST /predict`` answered as a plain ASGI app, ahead of FastAPI's exception
-    middleware, router, route and request objects; every other request goes on to
-    ``app``.
+    """``POST /predict`` answered as a plain ASGI app, ahead of all of FastAPI (its
+    server-error handler, exception middleware, router, route and request objects);
+    every other request, and the lifespan, go on to ``app``.
 
-    Under 64 clients those layers were about two thirds of the server process's time
-    (py-spy), and the answer itself (parsing, batching, JSON) a fifth: this is the one
-    path that a loaded server takes thousands of times a second. FastAPI's outer
-    layers (its server-error handler) still wrap it.
+    Under 64 clients FastAPI's layers were about two thirds of the server process's
+    time (py-spy), and the answer itself (parsing, batching, JSON) a fifth: this is the
+    one path that a loaded server takes thousands of times a second. An error that
+    ``answer`` did not expect answers 500 with a JSON error, as FastAPI's handler would.
 
     Args:
         app: the rest of the ASGI stack.
@@ -298,6 +298,9 @@ class PredictPath:
                 None if length is None else length.decode("latin-1"), receive)
         except _Disconnected:  # the client has gone: nobody to answer
             return
+        except Exception as err:  # a bug: the request fails, the server goes on
+            logger.exception("answering /predict failed")
+            status, body = 500, dumps({"error": f"internal error: {type(err).__name__}"})
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})

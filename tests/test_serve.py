@@ -467,6 +467,8 @@ def test_a_failing_input_answers_500_json() -> None:
         task = "classification"
 
         def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
+            if inputs == ["no json"]:  # a record JSON cannot write: a bug past the predictor
+                return [{"text": {"a set"}}]
             return _flaky(inputs)
 
         def metadata(self) -> dict[str, Any]:
@@ -479,6 +481,12 @@ def test_a_failing_input_answers_500_json() -> None:
             "outputs": [{"text": "x"}]
         }
         assert test_client.get("/health").json()["errors"] == 1
+        unwritable = test_client.post("/predict", json={"inputs": ["no json"]})
+        assert unwritable.status_code == 500
+        assert unwritable.json() == {"error": "internal error: TypeError"}
+        assert test_client.post("/predict", json={"inputs": ["y"]}).json() == {
+            "outputs": [{"text": "y"}]
+        }
 
 
 # -- the command line --------------------------------------------------------------------
