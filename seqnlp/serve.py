@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from seqnlp.serve_batcher import MicroBatcher, Stats
 
 if TYPE_CHECKING:  # the endpoints' annotations are evaluated by FastAPI: no __future__
-
     from seqnlp.predict import Predictor
 
 Record = dict[str, Any]
