@@ -79,8 +79,7 @@ class Pretokenizer:
         """Each token's (start, end) in ``text``, in order; white space is never a token."""
         if self.kind == "whitespace":
             return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-        # is_space: the token is all white space (str.isspace), read from its lexeme
-        return [(t.idx, t.idx + len(t)) for t in self._nlp.tokenizer(text) if not t.is_space]
+        return _token_spans(self._nlp.tokenizer(text))
 
     def sentences(self, text: str) -> list[list[Span]]:
         """The token spans of each sentence of ``text`` (spaCy's rule-based sentencizer;
@@ -94,11 +93,7 @@ class Pretokenizer:
                 offset += len(line) + 1
             return out
         doc = self._nlp(text)
-        return [
-            [(t.idx, t.idx + len(t)) for t in sent if not t.is_space]
-            for sent in doc.sents
-            if not all(t.is_space for t in sent)
-        ]
+        return [found for sent in doc.sents if (found := _token_spans(sent))]
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "language": self.language}
@@ -112,6 +107,12 @@ class Pretokenizer:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Pretokenizer:
         return cls(state["kind"], state["language"])
+
+
+def _token_spans(tokens: Any) -> list[Span]:
+    """The (start, end) of each spaCy token (a ``Doc`` or ``Span``) that is not all
+    white space (``is_space``: ``str.isspace``, read from its lexeme)."""
+    return [(t.idx, t.idx + len(t)) for t in tokens if not t.is_space]
 
 
 class TextNormalizer:
