@@ -144,6 +144,12 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json"
 }}}}}  # fmt: skip
 
 
+def internal_error_body(err: Exception) -> bytes:
+    """The JSON body of a 500 for an error nobody expected (its type only: no details
+    of the server reach the client), from ``PredictPath`` and FastAPI's handler alike."""
+    return dumps({"error": f"internal error: {type(err).__name__}"})
+
+
 def create_app(
     predictor: "Predictor", *, limits: Limits | None = None, max_batch_size: int = 128,
     max_wait_ms: float = 2.0, threads: int | None = None, model: str = "", parallel: int = 1,
@@ -256,9 +262,8 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+        return Response(internal_error_body(exc), 500, media_type="application/json")
 
-    app.state.batcher = batcher
     return PredictPath(app, answer)
 
 
@@ -298,7 +303,7 @@ class PredictPath:
             return
         except Exception as err:  # a bug: the request fails, the server goes on
             logger.exception("answering /predict failed")
-            status, body = 500, dumps({"error": f"internal error: {type(err).__name__}"})
+            status, body = 500, internal_error_body(err)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
