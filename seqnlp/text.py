@@ -152,6 +152,11 @@ class TextNormalizer:
         self.join_hyphens = join_hyphens
         self.bracket_case = bracket_case
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every setting change empties the cache of token forms that the settings made
+        super().__setattr__(name, value)
+        self.__dict__["_forms"] = {}
+
     @classmethod
     def fit(cls, tokens: Iterable[str]) -> TextNormalizer:
         """The settings a corpus's tokens imply (one pass over them)."""
@@ -188,17 +193,33 @@ class TextNormalizer:
         spans = self._joined(text, spans) if self.join_hyphens else spans
         out: list[tuple[str, Span]] = []
         opened = False
+        cache = self._forms
         for start, end in spans:
-            raw = unicodedata.normalize("NFC", text[start:end])
-            for piece, (s, e) in self._split(raw, start, end):
-                if self.ptb_quotes and piece in _DOUBLE_QUOTES:
-                    piece, opened = ("''" if opened else "``"), not opened
-                elif self.curly_quotes and piece == '"':
-                    piece, opened = ("”" if opened else "“"), not opened
-                else:
-                    piece = self.normalize(piece)
-                out.append((piece, (s, e)))
+            raw = text[start:end]
+            forms = cache.get(raw)
+            if forms is None:
+                if len(cache) >= _FORMS_CACHED:
+                    cache.clear()
+                forms = cache[raw] = self._forms_of(raw)
+            for piece, s, e, quote in forms:
+                if quote:  # opening or closing: the sentence's quotes so far decide
+                    if self.ptb_quotes and piece in _DOUBLE_QUOTES:
+                        piece, opened = ("''" if opened else "``"), not opened
+                    else:
+                        piece, opened = ("”" if opened else "“"), not opened
+                out.append((piece, (start + s, start + e)))
         return out
+
+    def _forms_of(self, raw: str) -> tuple[tuple[str, int, int, bool], ...]:
+        """The pieces of one raw token, each (form, start, end in ``raw``, whether it
+        is a double quote whose form depends on the quotes before it); ``tokens``
+        keeps them per raw token, as the same words come again and again."""
+        forms = []
+        for piece, (s, e) in self._split(unicodedata.normalize("NFC", raw), 0, len(raw)):
+            ptb = self.ptb_quotes and piece in _DOUBLE_QUOTES
+            quote = ptb or (self.curly_quotes and piece == '"')
+            forms.append((piece if quote else self.normalize(piece), s, e, quote))
+        return tuple(forms)
 
     def normalize(self, token: str) -> str:
         """One token's characters in the corpus's form (quotes, brackets, case)."""
@@ -240,13 +261,22 @@ class TextNormalizer:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {name: value for name, value in vars(self).items() if name != "_forms"}
+
+    def __getstate__(self) -> dict[str, Any]:  # pickles and copies leave the cache out
+        return self.state_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TextNormalizer:
         return cls(**state)
 
 
+#: raw tokens whose forms ``TextNormalizer.tokens`` keeps (emptied when full)
+_FORMS_CACHED = 100_000
 _STRAIGHT = str.maketrans({c: '"' for c in "“”„«»"} | {c: "'" for c in "‘’‚"})
 
 

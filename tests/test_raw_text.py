@@ -4,6 +4,7 @@ documents, and the spaCy component (issue 15)."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import pytorch_lightning as pl
@@ -61,6 +62,26 @@ def test_what_the_training_tokens_imply_is_applied_to_raw_text():
     assert TextNormalizer.from_state(normalizer.state_dict()).state_dict() == (
         normalizer.state_dict()
     )
+
+
+def test_kept_token_forms_give_what_fresh_ones_give():
+    """``tokens`` keeps each raw token's forms; quotes still open and close by their
+    place in each text, and a changed setting or a copy starts afresh."""
+    normalizer = TextNormalizer.fit(SST_TOKENS)
+    raw = RawText(Pretokenizer("spacy", "en"), normalizer)
+    texts = ['He said "no" and "yes".', '"Why" isn\'t it (odd)?', 'A "b', '"c" isn\'t "d"']
+    kept = [raw.tokenize(text) for text in texts * 2]
+    assert kept[:4] == kept[4:]
+    assert kept[0][0] == ["he", "said", "``", "no", "''", "and", "``", "yes", "''", "."]
+    assert kept[3][0] == ["``", "c", "''", "is", "n't", "``", "d", "''"]
+    for text, found in zip(texts, kept, strict=False):
+        fresh = TextNormalizer.from_state(normalizer.state_dict())
+        assert RawText(Pretokenizer("spacy", "en"), fresh).tokenize(text) == found
+    normalizer.lowercase = False  # the forms kept under the old setting go
+    assert raw.tokenize('"Why" isn\'t it?')[0][:2] == ["``", "Why"]
+    copied = pickle.loads(pickle.dumps(normalizer))
+    assert "_forms" not in normalizer.state_dict() and not copied._forms
+    assert copied.state_dict() == normalizer.state_dict()
 
 
 def test_a_classifier_trained_on_tokenized_text_reads_raw_text_alike(tmp_path):
