@@ -86,6 +86,10 @@ def test_frozen_lms_get_no_gradient_and_do_not_drop_out():
     a, b = frozen(ids, lengths), frozen(ids, lengths)
     torch.testing.assert_close(a, b)  # no dropout: the same twice in training mode
     assert not a.requires_grad
+    for module in frozen.modules():  # as Lightning restores modes: flags, not train()
+        module.training = True
+    torch.testing.assert_close(frozen(ids, lengths), a)
+    assert not lm.training
     tuned = _features([_lm(0)], [False], trainable=True).train()
     tuned(ids, lengths).sum().backward()
     assert all(p.grad is not None for p in tuned.parameters())  # the output layer is gone

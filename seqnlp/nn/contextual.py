@@ -49,7 +49,7 @@ class ContextualCharFeatures(nn.Module):
         self.output_size = sum(lm.hidden_size for lm in lms)
         self.register_buffer("char_maps", torch.zeros(len(lms), num_chars, dtype=torch.long))
         if not trainable:
-            self.lms.requires_grad_(False)
+            self.lms.requires_grad_(False).eval()
 
     @classmethod
     def from_specs(
@@ -77,6 +77,9 @@ class ContextualCharFeatures(nn.Module):
     def forward(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features (batch, time, output_size) of sentences given as the model's
         character ids (batch, time, chars) with their lengths (batch,) in words."""
+        if not self.trainable and any(m.training for m in self.lms.modules()):
+            # Lightning restores each module's flag directly, not through ``train``
+            self.lms.eval()
         features = []
         for k, lm in enumerate(self.lms):
             space, boundary = self.special_ids[k]
