@@ -95,6 +95,46 @@ def test_frozen_lms_get_no_gradient_and_do_not_drop_out():
     assert all(p.grad is not None for p in tuned.parameters())  # the output layer is gone
 
 
+def test_kept_features_are_those_computed_whatever_the_batch():
+    """Frozen LMs with ``cache_mb`` give each sentence the features ``compute`` gives it,
+    in any batch, with any padding, in training and eval mode; a sentence is computed
+    once; changed weights and a full cache fall back to computing."""
+    features = _features([_lm(0), _lm(1)], [False, True]).train()
+    sentences = [["Juan", "vive", "en", "Madrid", "."], ["Pablo", "come"], ["a"], ["Pablo", "come"]]
+    ids, lengths = _char_ids(sentences)
+    expected = features.compute(ids, lengths)  # (batch, time, 10)
+    features.cache_mb = 1.0
+    torch.testing.assert_close(features(ids, lengths), expected, atol=1e-6, rtol=0)
+    assert len(features._cache) == 3  # the repeated sentence is one entry
+    calls = []
+    features.compute = lambda *a: calls.append(a) or ContextualCharFeatures.compute(features, *a)
+    for order in ([2, 1], [1, 0, 3], [0]):  # other batches, other padding: all kept
+        sub_ids, sub_lengths = _char_ids([sentences[i] for i in order])
+        torch.testing.assert_close(features.eval()(sub_ids, sub_lengths), expected[order][
+            :, : int(sub_lengths.max())], atol=1e-6, rtol=0)  # fmt: skip
+    assert calls == []
+    new_ids, new_lengths = _char_ids([["Madrid", "a"], sentences[0]])
+    with torch.inference_mode():  # a validation batch: one new sentence, computed alone
+        features(new_ids, new_lengths)
+    assert len(calls) == 1 and calls[0][0].size(0) == 1
+    features.train()(new_ids, new_lengths).sum()  # kept under inference mode, read in training
+    with torch.no_grad():
+        features.lms[0].embedding.weight.mul_(2.0)  # new weights: nothing kept holds
+    torch.testing.assert_close(features(ids, lengths), ContextualCharFeatures.compute(
+        features, ids, lengths), atol=1e-6, rtol=0)  # fmt: skip
+    features.clear_cache()
+    features.cache_mb = 1e-4  # room for about one sentence
+    features(ids, lengths)
+    assert 0 < features._cache_bytes <= 1e-4 * 2**20 and len(features._cache) == 1
+    import copy
+
+    assert copy.deepcopy(features)._cache == {}  # copies leave the cache out
+    tuned = _features([_lm(0)], [False], trainable=True)
+    tuned.cache_mb = 1.0  # fine-tuned LMs change every step: never kept
+    tuned(ids, lengths)
+    assert tuned._cache == {}
+
+
 def test_sentence_texts_are_built_from_the_taggers_own_character_ids():
     from seqnlp.nn.contextual import sentence_char_ids
 
@@ -171,6 +211,48 @@ def test_a_tagger_with_char_lms_stands_alone(tiny_ner, tmp_path, monkeypatch):
     # int8: the LMs' LSTMs run quantized too
     int8 = seqnlp.load(str(ckpt), quantize="int8").predict(sentences)
     assert [len(r["tags"]) for r in int8] == [len(r["tags"]) for r in records]
+
+
+def test_training_with_kept_features_ends_with_the_same_weights(tiny_ner, tmp_path, monkeypatch):
+    """Two epochs with each sentence's LM features kept (the default) end with the
+    weights of two epochs computing them every step, to the bit; the LMs read each
+    training sentence once."""
+    from seqnlp.cli import main
+    from seqnlp.nn import contextual
+
+    monkeypatch.chdir(tmp_path)
+    lms = [_char_lm(tmp_path, "forward"), _char_lm(tmp_path, "backward")]
+    read: list[int] = []
+    compute = contextual.ContextualCharFeatures.compute
+
+    def counted(self, char_ids, lengths):
+        if torch.is_grad_enabled():  # training steps, not validation
+            read.append(char_ids.size(0))
+        return compute(self, char_ids, lengths)
+
+    monkeypatch.setattr(contextual.ContextualCharFeatures, "compute", counted)
+    weights = {}
+    threads = torch.get_num_threads()
+    # one thread: no product splits its sums across threads, so a sentence's features
+    # have the same bits in any batch, and both runs add the same numbers
+    for mb in ("0", "64"):
+        read.clear()
+        torch.set_num_threads(1)
+        try:
+            main(["fit", str(ROOT / "recipes" / "quickstart" / "ner.yaml"), "--data.dataset",
+                  "null", "--data.train", str(tiny_ner["train"]), "--data.validation",
+                  str(tiny_ner["validation"]), "--data.cache_dir", str(tmp_path / "hf"),
+                  "--model.init_args.char_lms", json.dumps(lms),
+                  "--model.init_args.char_lm_cache_mb", mb, "--trainer.max_epochs", "2",
+                  "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+                  f"mb{mb}", "--trainer.logger", "false"])  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+        ckpt = torch.load(next(Path(f"mb{mb}").rglob("last.ckpt")), weights_only=False)
+        weights[mb] = ckpt["state_dict"]
+        assert sum(read) == (240 if mb == "0" else 120)  # 120 sentences, 2 epochs
+    assert weights["0"].keys() == weights["64"].keys()
+    assert all(torch.equal(weights["0"][k], weights["64"][k]) for k in weights["0"])
 
 
 def test_a_word_language_model_is_refused(tmp_path):

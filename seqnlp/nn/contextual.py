@@ -4,10 +4,15 @@ of character language models that read the whole sentence, character by characte
 A forward LM reads the sentence's text; a word is its state after the word's last
 character. A backward LM (trained on reversed text) reads the sentence reversed; a
 word is its state after the word's first character, that is, before it in the
-sentence's order. Each LM runs once per sentence, over every word at once.
+sentence's order. Each LM runs once per sentence, over every word at once; frozen LMs
+can keep each sentence's features (``cache_mb``) so that training computes them once
+for all its epochs.
 """
 
 from __future__ import annotations
+
+import struct
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +55,23 @@ class ContextualCharFeatures(nn.Module):
         self.register_buffer("char_maps", torch.zeros(len(lms), num_chars, dtype=torch.long))
         if not trainable:
             self.lms.requires_grad_(False).eval()
+        #: megabytes of features that frozen LMs keep, one entry per distinct sentence
+        #: (the training systems set it; 0: computed every time). The features of a
+        #: sentence depend on its characters alone, so epochs after the first read them.
+        self.cache_mb = 0.0
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        """Forget the kept features (they are also forgotten when the weights change)."""
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache_bytes = 0
+        self._stamp: tuple[Any, ...] | None = None
+        self._padding: torch.Tensor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # copies and pickles leave the cache out
+        state = dict(self.__dict__)
+        state.update(_cache={}, _cache_bytes=0, _stamp=None, _padding=None)
+        return state
 
     @classmethod
     def from_specs(
@@ -76,7 +98,15 @@ class ContextualCharFeatures(nn.Module):
 
     def forward(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features (batch, time, output_size) of sentences given as the model's
-        character ids (batch, time, chars) with their lengths (batch,) in words."""
+        character ids (batch, time, chars) with their lengths (batch,) in words: kept
+        ones where frozen LMs have ``cache_mb``, else ``compute``d."""
+        if self.trainable or self.cache_mb <= 0:
+            return self.compute(char_ids, lengths)
+        return self._cached(char_ids, lengths)
+
+    def compute(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``forward``'s features (batch, time, output_size), computed by the LMs; a
+        padded word has the LMs' state after the paragraph boundary."""
         if not self.trainable and any(m.training for m in self.lms.modules()):
             # Lightning restores each module's flag directly, not through ``train``
             self.lms.eval()
@@ -90,6 +120,48 @@ class ContextualCharFeatures(nn.Module):
             features.append(self.states_at(lm, ids, where))
         return torch.cat(features, dim=-1)
 
+    def _cached(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``compute``'s features (batch, time, output_size), each sentence's taken from
+        the cache, or computed (those not kept, in one batch) and kept while
+        ``cache_mb`` allows."""
+        stamp = self._weights_stamp()
+        if stamp != self._stamp:
+            self.clear_cache()
+            self._stamp = stamp
+        batch, time, _ = char_ids.shape
+        sizes = lengths.tolist()
+        keys = sentence_keys(char_ids, sizes)
+        rows = [self._cache.get(key) for key in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            index = torch.tensor(missing, device=char_ids.device)
+            width = max(sizes[i] for i in missing)
+            computed = self.compute(char_ids[index, :width], lengths[index])
+            limit = self.cache_mb * 2**20
+            for j, i in enumerate(missing):
+                rows[i] = row = computed[j, : sizes[i]].clone()  # (words, output_size)
+                if self._cache_bytes + row.nbytes <= limit:
+                    self._cache[keys[i]] = row
+                    self._cache_bytes += row.nbytes
+            if self._padding is None and width > min(sizes[i] for i in missing):
+                short = min(missing, key=sizes.__getitem__)
+                self._padding = computed[missing.index(short), width - 1].clone()
+        if self._padding is None:  # no padded word seen yet: the state after the boundary
+            ones = lengths.new_ones(1)
+            self._padding = self.compute(char_ids[:1, :1].clone().fill_(0), ones)[0, 0]
+        out = self._padding.to(rows[0].dtype).expand(batch, time, -1).clone()
+        for i, row in enumerate(rows):
+            out[i, : sizes[i]] = row
+        return out
+
+    def _weights_stamp(self) -> tuple[Any, ...]:
+        """What the kept features depend on besides the text: the LMs' weights (their
+        storage and in-place version: loading a checkpoint changes them), the
+        character maps, and autocast."""
+        tensors = [*self.lms.parameters(), self.char_maps]
+        return (*((t.data_ptr(), t._version, t.dtype) for t in tensors),
+                torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda"))  # fmt: skip
+
     def states_at(
         self, lm: LanguageModelNetwork, ids: torch.Tensor, where: torch.Tensor
     ) -> torch.Tensor:
@@ -99,6 +171,17 @@ class ContextualCharFeatures(nn.Module):
             states, _ = lm.hidden_states(ids)  # (batch, chars, hidden)
         index = where.unsqueeze(-1).expand(-1, -1, states.size(-1))  # (batch, time, hidden)
         return states.gather(1, index)
+
+
+def sentence_keys(char_ids: torch.Tensor, sizes: list[int]) -> list[bytes]:
+    """One key per sentence of char ids (batch, time, chars) with ``sizes`` words each:
+    its words' characters, whatever the batch's padding."""
+    ids = char_ids.detach().cpu()
+    width = ((ids != 0).sum(-1)).amax(-1).tolist()  # (batch,) longest word per sentence
+    return [
+        struct.pack("<II", n, w) + ids[i, :n, :w].contiguous().numpy().tobytes()
+        for i, (n, w) in enumerate(zip(sizes, width, strict=True))
+    ]
 
 
 def sentence_char_ids(

@@ -64,12 +64,17 @@ class Classifier(System):
             (default: frozen).
         char_lm_specs: what the model keeps of ``char_lms`` (written by seqnlp, read
             back from checkpoints; not a recipe setting).
+        char_lm_cache_mb: megabytes of frozen language models' features kept, one
+            entry per distinct sentence, so that each training and validation sentence
+            is read by the LMs once for all epochs (default 2048; 0 reads every time;
+            unused with ``char_lm_trainable``).
     """
 
     task = "classification"
     codec_type = ClassificationCodec
     main_metrics = ("accuracy", "macro_f1")
-    training_only_hparams = ("pretrained_embeddings", "pretrained_std", "char_lms")
+    training_only_hparams = ("pretrained_embeddings", "pretrained_std", "char_lms",
+                             "char_lm_cache_mb")  # fmt: skip
     network: ClassifierNetwork
 
     def __init__(
@@ -103,6 +108,7 @@ class Classifier(System):
         char_lms: list[str] | None = None,
         char_lm_trainable: bool = False,
         char_lm_specs: list[dict] | None = None,
+        char_lm_cache_mb: float = 2048.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["codec"])
@@ -131,6 +137,8 @@ class Classifier(System):
         )  # fmt: skip
         if lm_weights:
             load_char_lms(self.network, lm_weights, char_maps)
+        if self.network.char_lms is not None:  # frozen LMs: each sentence computed once
+            self.network.char_lms.cache_mb = char_lm_cache_mb
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
 
