@@ -261,3 +261,15 @@ def test_a_word_language_model_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="no such checkpoint"):
         read_char_lm(tmp_path / "missing.ckpt", Vocab(["a"]))
+
+
+def test_the_module_imports_first():
+    """``seqnlp.nn.contextual`` imported before anything else of seqnlp (seqnlp.models
+    imports it back)."""
+    import subprocess
+    import sys
+
+    code = "import seqnlp.nn.contextual as c; print(c.ContextualCharFeatures.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    assert done.stdout.strip() == "ContextualCharFeatures"

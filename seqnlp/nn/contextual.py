@@ -12,13 +12,15 @@ for all its epochs.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from seqnlp.models.language_model import LanguageModelNetwork
 from seqnlp.nn.padded_rnn import reversal_index, reverse_within
+
+if TYPE_CHECKING:  # seqnlp.models imports this module: the network is imported when used
+    from seqnlp.models.language_model import LanguageModelNetwork
 
 
 class ContextualCharFeatures(nn.Module):
@@ -83,6 +85,8 @@ class ContextualCharFeatures(nn.Module):
         the caller to load."""
         if num_chars < 1:
             raise ValueError("character language models need the model's character vocabulary")
+        from seqnlp.models.language_model import LanguageModelNetwork
+
         return cls(
             [LanguageModelNetwork(**spec["network"]) for spec in specs],
             [bool(spec["backward"]) for spec in specs],
