@@ -2,13 +2,16 @@
 
 For a tagger and a classifier it starts the real server (``python -m seqnlp serve``)
 on a free loopback port and sends a bounded number of ``POST /predict`` requests
-(``--sentences_per_request`` sentences each) from 1, 8 and 64 concurrent clients
-(keep-alive connections of a small asyncio HTTP/1.1 client, in this process), after a
-warm-up of every request once, 8 clients. It
-reports requests/s, sentences/s, p50 / p99 latency and the server's CPU time per
-sentence (less sensitive than rates to other processes on the machine). The
-reference is the same load on a server that predicts one request at a time
-(``--max_batch_size 1 --max_wait_ms 0``), and ``in_process``: ``predictor.predict``
+(``--sentences_per_request`` sentences each; ``--requests``, and at least
+``--requests_per_client`` per client of the highest level) from 1, 8 and 64 concurrent
+clients (keep-alive connections of a small asyncio HTTP/1.1 client, in this process),
+after a warm-up of each sentence once, 8 clients. It reports requests/s, sentences/s,
+p50 / p99 latency and the server's CPU time per sentence (less sensitive than rates to
+other processes on the machine). The reference is the same load on a server that
+predicts one request at a time (``--max_batch_size 1 --max_wait_ms 0``), started beside
+the batched one and loaded in turns with it (``--repeats`` rounds, the order
+alternating), so that a change of the machine's speed during the run touches both;
+and ``in_process``: ``predictor.predict``
 on the same sentences in one call, the server stopped (median of three runs, with
 the server's torch threads and with torch's default: the faster). Goals at 64
 clients: batching gives at least 3x the sentences/s of one at a time, and tagging
@@ -183,34 +186,47 @@ def health(address: str) -> dict[str, Any]:
     return asyncio.run(get())
 
 
-def bench_server(
-    model: str, requests: list[list[str]], levels: list[int], warmup: int, log: Path,
-    *options: str, repeats: int = 1,
-) -> dict[str, Any]:  # fmt: skip
-    """Start a server with ``options``, load it at each concurrency level (``repeats``
-    times: the run of median sentences/s is kept, with every run's rate), stop it."""
-    proc, address = start_server(model, log, *options)
+def bench_servers(
+    model: str, requests: list[list[str]], levels: list[int], warmup: int, folder: Path,
+    task: str, servers: dict[str, list[str]], repeats: int = 1,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Start one server per entry of ``servers`` (its options), load each at each
+    concurrency level ``repeats`` times, the servers in turns (the order alternating
+    from one round to the next), so that what changes on the machine during the run
+    falls on all of them alike; stop them. Per server and level: the run of median
+    sentences/s, with every run's rate."""
+    started = {name: start_server(model, folder / f"{task}-{name}.log", *options)
+               for name, options in servers.items()}  # fmt: skip
     bodies = [json.dumps({"inputs": r}, ensure_ascii=False).encode() for r in requests]
     sizes = [len(r) for r in requests]
-    results: dict[str, Any] = {"options": list(options)}
+    results: dict[str, dict[str, Any]] = {name: {"options": o} for name, o in servers.items()}
     try:
-        # the warm-up: by default every request once, so that the server is measured in
-        # the steady state in which in-process prediction is (it predicts the sentences
-        # once before the timed runs): the tagger's word-feature cache holds their words
+        # the warm-up: by default every distinct request once, so that the server is
+        # measured in the steady state in which in-process prediction is (it predicts
+        # the sentences once before the timed runs): the tagger's word-feature cache
+        # holds their words
         count = len(bodies) if warmup < 0 else warmup
-        asyncio.run(_load(address, bodies[:count], sizes[:count], 8))
+        for _, address in started.values():
+            asyncio.run(_load(address, bodies[:count], sizes[:count], 8))
+        names = list(servers)
         for clients in levels:
-            runs = sorted((_measured_load(proc.pid, address, bodies, sizes, clients)
-                           for _ in range(repeats)), key=lambda r: r["sentences_per_s"])
-            result = runs[len(runs) // 2]
-            result["sentences_per_s_runs"] = [r["sentences_per_s"] for r in runs]
-            results[str(clients)] = result
-            print(f"  {' '.join(options) or 'batched':<34} {clients:>3} clients: "
-                  f"{result['requests_per_s']:>7.1f} req/s {result['sentences_per_s']:>7.1f} "
-                  f"sent/s p50 {result['p50_ms']:>6.1f} ms p99 {result['p99_ms']:>7.1f} ms "
-                  f"({result['inputs_per_batch']} inputs/batch)", file=sys.stderr)  # fmt: skip
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for round_ in range(repeats):
+                for name in names if round_ % 2 == 0 else names[::-1]:
+                    proc, address = started[name]
+                    runs[name].append(_measured_load(proc.pid, address, bodies, sizes, clients))
+            for name in names:
+                ranked = sorted(runs[name], key=lambda r: r["sentences_per_s"])
+                result = ranked[len(ranked) // 2]
+                result["sentences_per_s_runs"] = [r["sentences_per_s"] for r in runs[name]]
+                results[name][str(clients)] = result
+                print(f"  {name:<14} {clients:>3} clients: {result['requests_per_s']:>7.1f} "
+                      f"req/s {result['sentences_per_s']:>7.1f} sent/s p50 "
+                      f"{result['p50_ms']:>6.1f} ms p99 {result['p99_ms']:>7.1f} ms "
+                      f"({result['inputs_per_batch']} inputs/batch)", file=sys.stderr)  # fmt: skip
     finally:
-        results["exit_status"] = stop_server(proc)
+        for name, (proc, _) in started.items():
+            results[name]["exit_status"] = stop_server(proc)
     return results
 
 
@@ -275,18 +291,20 @@ def in_process(
 def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     source, sentences = (tagging_sentences if task == "tagging" else classification_sentences)()
     k = args.sentences_per_request
-    needed = args.requests * k
+    needed = max(args.requests, args.requests_per_client * max(args.clients)) * k
     pool = (sentences * (needed // len(sentences) + 1))[:needed]
     requests = [pool[i : i + k] for i in range(0, needed, k)]
-    print(f"{task}: {model}, {len(sentences)} sentences of {source}", file=sys.stderr)
+    warmup = args.warmup if args.warmup >= 0 else min(len(requests), -(-len(sentences) // k))
+    print(f"{task}: {model}, {len(sentences)} sentences of {source}, {len(requests)} "
+          f"requests a load", file=sys.stderr)  # fmt: skip
     common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads),
               "--predictor", args.predictor, "--workers", str(args.workers)]
-    batched = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}.log",
-                           "--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
-                           str(args.max_wait_ms), *common, repeats=args.repeats)  # fmt: skip
-    one = bench_server(model, requests, args.clients, args.warmup, folder / f"{task}-1.log",
-                       "--max_batch_size", "1", "--max_wait_ms", "0", *common,
-                       repeats=args.repeats)  # fmt: skip
+    servers = {"batched": ["--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
+                           str(args.max_wait_ms), *common],
+               "one_at_a_time": ["--max_batch_size", "1", "--max_wait_ms", "0", *common]}
+    loads = bench_servers(model, requests, args.clients, warmup, folder, task, servers,
+                          args.repeats)  # fmt: skip
+    batched, one = loads["batched"], loads["one_at_a_time"]
     local = in_process(model, sentences, args.batch_size,
                        sorted({args.threads, args.default_threads}))  # fmt: skip
     print(f"  in process: {local}", file=sys.stderr)
@@ -306,14 +324,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tagger", default=str(FIXTURES / "tagger_lstm_crf.ckpt"))
     p.add_argument("--classifier", default=str(FIXTURES / "classifier_lstm_last.ckpt"))
-    p.add_argument("--requests", type=int, default=2000, help="requests per load (default 2000)")
+    p.add_argument("--requests", type=int, default=2000,
+                   help="requests per load, at least (default 2000)")
+    p.add_argument("--requests_per_client", type=int, default=150,
+                   help="...and at least this many per client of the highest level, so that "
+                   "a batched load lasts long enough to measure (default 150: 9,600 "
+                   "requests at 64 clients)")  # fmt: skip
     p.add_argument("--sentences_per_request", type=int, default=1)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--repeats", type=int, default=1,
                    help="loads at each level, the median kept (default 1; 3 on a noisy "
                    "machine)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=-1,
-                   help="requests before the loads (default -1: all of them once)")
+                   help="requests before the loads (default -1: each sentence once)")
     p.add_argument("--batch_size", type=int, default=64, help="the predictor's (default 64)")
     p.add_argument("--max_batch_size", type=int, default=128, help="the batched server's")
     p.add_argument("--max_wait_ms", type=float, default=2.0, help="the batched server's")
@@ -336,7 +359,8 @@ def main() -> None:
     summary: dict[str, Any] = {
         "cpus": os.cpu_count(), "torch_threads": args.default_threads,
         "server_threads": args.threads, "predictor": args.predictor, "workers": args.workers,
-        "requests": args.requests, "sentences_per_request": args.sentences_per_request,
+        "requests": args.requests, "requests_per_client": args.requests_per_client,
+        "sentences_per_request": args.sentences_per_request,
         "repeats": args.repeats,
         "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
     }  # fmt: skip
