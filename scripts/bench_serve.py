@@ -3,7 +3,7 @@
 For a tagger and a classifier it starts the real server (``python -m seqnlp serve``)
 on a free loopback port and sends a bounded number of ``POST /predict`` requests
 (``--sentences_per_request`` sentences each; ``--requests``, and at least
-``--requests_per_client`` per client of the highest level) from 1, 8 and 64 concurrent
+``--requests_per_client`` per client at each level) from 1, 8 and 64 concurrent
 clients (keep-alive connections of a small asyncio HTTP/1.1 client, in this process),
 after a warm-up of each sentence once, 8 clients. It reports requests/s, sentences/s,
 p50 / p99 latency and the server's CPU time per sentence (less sensitive than rates to
@@ -188,12 +188,14 @@ def health(address: str) -> dict[str, Any]:
 
 def bench_servers(
     model: str, requests: list[list[str]], levels: list[int], warmup: int, folder: Path,
-    task: str, servers: dict[str, list[str]], repeats: int = 1,
+    task: str, servers: dict[str, list[str]], repeats: int = 1, minimum: int = 0,
+    per_client: int = 0,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Start one server per entry of ``servers`` (its options), load each at each
-    concurrency level ``repeats`` times, the servers in turns (the order alternating
-    from one round to the next), so that what changes on the machine during the run
-    falls on all of them alike; stop them. Per server and level: the run of median
+    concurrency level ``repeats`` times (with the first ``minimum`` requests, or
+    ``per_client`` per client where that is more), the servers in turns (the order
+    alternating from one round to the next), so that what changes on the machine
+    during the run falls on all of them alike; stop them. Per server and level: the run of median
     sentences/s, with every run's rate."""
     started = {name: start_server(model, folder / f"{task}-{name}.log", *options)
                for name, options in servers.items()}  # fmt: skip
@@ -214,7 +216,9 @@ def bench_servers(
             for round_ in range(repeats):
                 for name in names if round_ % 2 == 0 else names[::-1]:
                     proc, address = started[name]
-                    runs[name].append(_measured_load(proc.pid, address, bodies, sizes, clients))
+                    n = min(len(bodies), max(minimum, per_client * clients))
+                    runs[name].append(_measured_load(proc.pid, address, bodies[:n], sizes[:n],
+                                                     clients))  # fmt: skip
             for name in names:
                 ranked = sorted(runs[name], key=lambda r: r["sentences_per_s"])
                 result = ranked[len(ranked) // 2]
@@ -295,7 +299,7 @@ def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -
     pool = (sentences * (needed // len(sentences) + 1))[:needed]
     requests = [pool[i : i + k] for i in range(0, needed, k)]
     warmup = args.warmup if args.warmup >= 0 else min(len(requests), -(-len(sentences) // k))
-    print(f"{task}: {model}, {len(sentences)} sentences of {source}, {len(requests)} "
+    print(f"{task}: {model}, {len(sentences)} sentences of {source}, up to {len(requests)} "
           f"requests a load", file=sys.stderr)  # fmt: skip
     common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads),
               "--predictor", args.predictor, "--workers", str(args.workers)]
@@ -303,7 +307,7 @@ def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -
                            str(args.max_wait_ms), *common],
                "one_at_a_time": ["--max_batch_size", "1", "--max_wait_ms", "0", *common]}
     loads = bench_servers(model, requests, args.clients, warmup, folder, task, servers,
-                          args.repeats)  # fmt: skip
+                          args.repeats, args.requests, args.requests_per_client)  # fmt: skip
     batched, one = loads["batched"], loads["one_at_a_time"]
     local = in_process(model, sentences, args.batch_size,
                        sorted({args.threads, args.default_threads}))  # fmt: skip
@@ -327,9 +331,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000,
                    help="requests per load, at least (default 2000)")
     p.add_argument("--requests_per_client", type=int, default=150,
-                   help="...and at least this many per client of the highest level, so that "
-                   "a batched load lasts long enough to measure (default 150: 9,600 "
-                   "requests at 64 clients)")  # fmt: skip
+                   help="...and at least this many per client, so that a batched load lasts "
+                   "long enough to measure (default 150: 9,600 requests at 64 clients)")
     p.add_argument("--sentences_per_request", type=int, default=1)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--repeats", type=int, default=1,
