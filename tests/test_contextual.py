@@ -195,6 +195,7 @@ def test_a_tagger_with_char_lms_stands_alone(tiny_ner, tmp_path, monkeypatch):
     assert features.output_size == 32
     sentences = ["Juan Pérez vive en Madrid .", "La casa"]
     records = predictor.predict(sentences)
+    assert features.cache_mb == 0 and not features._cache  # prediction keeps nothing
     # prediction batches are sorted by what the LMs read, characters, not tokens
     from seqnlp.predict.tagging_records import Sentence
 

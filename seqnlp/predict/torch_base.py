@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch import nn
 
+from seqnlp.nn.contextual import ContextualCharFeatures
 from seqnlp.predict.base import Predictor, Record
 
 T = TypeVar("T")
@@ -35,6 +36,10 @@ class TorchPredictor(Predictor):
             raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
         self.network = network.eval()
         self.parallel_batches = parallel_batches
+        for module in network.modules():  # texts to predict seldom come twice, and a
+            if isinstance(module, ContextualCharFeatures):  # server must not grow
+                module.cache_mb = 0.0
+                module.clear_cache()
 
     @property
     def device(self) -> torch.device:
