@@ -147,12 +147,8 @@ class ContextualCharFeatures(nn.Module):
                 if self._cache_bytes + row.nbytes <= limit:
                     self._cache[keys[i]] = row
                     self._cache_bytes += row.nbytes
-            if self._padding is None and width > min(sizes[i] for i in missing):
-                short = min(missing, key=sizes.__getitem__)
-                self._padding = computed[missing.index(short), width - 1].clone()
-        if self._padding is None:  # no padded word seen yet: the state after the boundary
-            ones = lengths.new_ones(1)
-            self._padding = self.compute(char_ids[:1, :1].clone().fill_(0), ones)[0, 0]
+        if self._padding is None:  # a padded word's: the state after the boundary alone
+            self._padding = self.compute(char_ids.new_zeros(1, 1, 1), lengths.new_ones(1))[0, 0]
         out = self._padding.to(rows[0].dtype).expand(batch, time, -1).clone()
         for i, row in enumerate(rows):
             out[i, : sizes[i]] = row
