@@ -9,7 +9,14 @@ import pytest
 import torch
 from torchcrf import CRF
 
-from seqnlp.nn.crf import LinearChainCRF, _LogPartition
+from seqnlp.nn.crf import (
+    LinearChainCRF,
+    _LogPartition,
+    backward_scores,
+    forward_scores,
+    scaled_marginals,
+    unary_marginals,
+)
 from seqnlp.nn.embeddings import CharCNN, CharLSTM
 from seqnlp.nn.encoder import RNNEncoder
 
@@ -136,11 +143,34 @@ def test_batched_viterbi_equals_pytorch_crf_decode():
         crf = LinearChainCRF(tags)
         for p in crf.parameters():
             torch.nn.init.normal_(p)
-        for _ in range(30):
-            emissions = torch.randn(7, 12, tags)
-            lengths = torch.randint(1, 13, (7,))
-            mask = torch.arange(12) < lengths[:, None]
-            assert crf.decode(emissions, mask) == crf.crf.decode(emissions, mask=mask)
+        for time in (12, 37, 64):  # the backtrace composes pointers in log2(time) rounds
+            for _ in range(10):
+                emissions = torch.randn(7, time, tags)
+                lengths = torch.randint(1, time + 1, (7,))
+                mask = torch.arange(time) < lengths[:, None]
+                assert crf.decode(emissions, mask) == crf.crf.decode(emissions, mask=mask)
+
+
+def test_scaled_marginals_equal_log_space_on_long_ragged_batches():
+    """The one-recursion forward-backward in probability space against the log-space
+    recursions, on batches long enough for many rescaled steps."""
+    torch.manual_seed(5)
+    crf = LinearChainCRF(9).double()
+    for p in crf.parameters():
+        torch.nn.init.normal_(p, std=2.0)
+    c = crf.crf
+    for time in (1, 2, 45):
+        emissions = 3 * torch.randn(6, time, 9, dtype=torch.float64)
+        lengths = torch.randint(1, time + 1, (6,))
+        lengths[0] = time
+        mask = torch.arange(time) < lengths[:, None]
+        probs = scaled_marginals(emissions, mask, c.start_transitions, c.transitions,
+                                 c.end_transitions)  # fmt: skip
+        alphas = forward_scores(emissions, mask, c.start_transitions, c.transitions)
+        betas = backward_scores(emissions, mask, c.transitions, c.end_transitions)
+        log_z = torch.logsumexp(alphas[-1] + c.end_transitions, dim=1)
+        expected = unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
+        torch.testing.assert_close(probs, expected, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("lengths", BATCHES.values(), ids=BATCHES.keys())

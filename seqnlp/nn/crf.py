@@ -39,27 +39,34 @@ class LinearChainCRF(nn.Module):
         """Viterbi paths, one list of length ``mask[i].sum()`` per sequence.
 
         emissions: (batch, time, tags); mask: (batch, time) bool, left-aligned.
-        pytorch-crf's recursion, with the backtrace batched over sentences (one
-        gather per time step): its own backtrace indexes a tensor once per token in
-        Python, which took more time than the recursion in tagger prediction.
+        pytorch-crf's recursion (the same float32 sums, so the same paths), run for
+        few Python steps of torch: a prediction batch of random lengths (a server's
+        micro-batch) spends its CRF time in per-operation overhead, one time step
+        after the other. The recursion keeps scores as (tags, batch), so that the
+        best previous tag is a reduction over the outer axis, and runs past each
+        sequence's end (its final scores are read back at its last step); the
+        backtrace is log2(time) batched compositions of the back-pointers (pointer
+        jumping), not one gather per time step.
         """
         crf = self.crf
-        time = emissions.size(1)
-        score = crf.start_transitions + emissions[:, 0]  # (batch, tags)
-        history = []  # history[t][b, j]: the best tag at t before tag j at t + 1
+        batch, time, _ = emissions.shape
+        last = mask.sum(dim=1) - 1  # (batch,)
+        e = emissions.permute(1, 2, 0).contiguous()  # (time, tags, batch)
+        trans = crf.transitions.unsqueeze(2)  # (from, to, 1)
+        score = crf.start_transitions.unsqueeze(1) + e[0]  # (tags, batch)
+        scores, pointers = [score], []  # pointers[t][j, b]: the best tag at t before j at t + 1
         for t in range(1, time):
-            best, index = (score.unsqueeze(2) + crf.transitions).max(dim=1)  # (batch, tags)
-            score = torch.where(mask[:, t].unsqueeze(1), best + emissions[:, t], score)
-            history.append(index)
-        lengths = mask.sum(dim=1)  # (batch,)
-        tag = (score + crf.end_transitions).argmax(dim=1)  # (batch,) the last real tag
-        path = [tag]
-        for t in range(time - 2, -1, -1):  # padded steps keep the last tag until the end
-            previous = history[t].gather(1, tag.unsqueeze(1)).squeeze(1)
-            tag = torch.where(t < lengths - 1, previous, tag)
-            path.append(tag)
-        rows = torch.stack(path[::-1], dim=1).tolist()  # (batch, time)
-        return [row[:n] for row, n in zip(rows, lengths.tolist(), strict=True)]
+            best, index = (score.unsqueeze(1) + trans).max(dim=0)  # (to, batch)
+            score = best + e[t]
+            scores.append(score)
+            pointers.append(index)
+        columns = torch.arange(batch, device=emissions.device)
+        final = torch.stack(scores)[last, :, columns]  # (batch, tags): each at its last step
+        tag = (final + crf.end_transitions).argmax(dim=1)  # (batch,)
+        if time == 1:
+            return [[t] for t in tag.tolist()]
+        paths = _backtrace(torch.stack(pointers).transpose(1, 2), last, tag)  # (time, batch)
+        return [row[: n + 1] for row, n in zip(paths.t().tolist(), last.tolist(), strict=True)]
 
     @torch.no_grad()
     def nbest(
@@ -145,6 +152,26 @@ class LinearChainCRF(nn.Module):
         return probs.to(trans.dtype)
 
 
+def _backtrace(pointers: torch.Tensor, last: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
+    """The tags (time, batch) of the best paths, from the back-pointers (time - 1, batch,
+    tags) (``pointers[t][b, j]``: the best tag at t before tag j at t + 1), each row's
+    last step (batch,) and its tag there (batch,). Pointers at and after a row's last
+    step become the identity, so its tag stays put until ``time - 1``; then suffix
+    compositions, doubling their span each round: ``f[t]`` takes the tag at ``time - 1``
+    to the tag at t after ceil(log2(time - 1)) rounds."""
+    steps, batch, tags = pointers.shape
+    positions = torch.arange(steps, device=pointers.device).view(steps, 1, 1)
+    identity = torch.arange(tags, device=pointers.device).expand(steps, batch, tags)
+    f = torch.where(positions < last.view(1, batch, 1), pointers, identity)
+    span = 1
+    while span < steps:
+        # f[t] <- f[t] o f[t + span] where t + span < steps; the rest reach the end already
+        f = torch.cat([f[: steps - span].gather(2, f[span:]), f[steps - span :]])
+        span *= 2
+    path = f.gather(2, tag.view(1, batch, 1).expand(steps, batch, 1)).squeeze(2)
+    return torch.cat([path, tag.unsqueeze(0)])
+
+
 def forward_scores(
     emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor
 ) -> torch.Tensor:
@@ -191,47 +218,48 @@ def scaled_marginals(
     end: torch.Tensor,
 ) -> torch.Tensor | None:  # fmt: skip
     """p(y_t = k | sentence) (batch, time, tags), zero at padding: forward-backward in
-    probability space (float64), each step's vectors rescaled to sum to one, the forward
-    and the backward recursion run as one batched product per step.
+    probability space (float64), each step's vectors rescaled to sum to one.
 
-    For prediction: ``forward_scores`` and ``backward_scores`` take a ``logsumexp`` of a
-    (batch, tags, tags) tensor per step and run one after the other, 2 x time steps of
-    Python; this takes one ``bmm`` of the two directions' vectors per step, and the
-    scales cancel in the per-position normalisation. The exponentials of the scores are
-    taken once, each shifted by its maximum (emissions per position, transitions
-    overall), so nothing overflows; in float64 a step underflows only where scores
-    differ by more than about 700, and then this returns None (the caller computes
-    in log space).
+    For prediction, where a batch's time steps cost Python and per-operation overhead
+    more than arithmetic: ``forward_scores`` and ``backward_scores`` take a
+    ``logsumexp`` of a (batch, tags, tags) tensor per step and run one after the
+    other; here both directions are one recursion, four operations a step. The
+    backward one runs over each sequence reversed within its length, so that it
+    starts at step 0 for all of them, as the forward one does:
+
+        forward   a_0 = start,  a_k = (a_k-1 * p_k-1) @ T      p_k = exp(emission_k)
+        backward  b_0 = end,    b_k = (b_k-1 * q_k-1) @ T^T    q: p reversed in length
+
+    so that p(y_t = k) is proportional to ``a_t * p_t * b_(length - 1 - t)``; the
+    per-step scales cancel in that normalisation. The exponentials are taken once,
+    each shifted by its maximum (emissions per position, transitions overall), so
+    nothing overflows; in float64 a step underflows only where scores differ by more
+    than about 700, and then this returns None (the caller computes in log space).
 
     emissions: (batch, time, tags); mask: (batch, time), left-aligned; start, end:
     (tags,); trans: (from, to).
     """
     batch, time, tags = emissions.shape
     e = emissions.double()
-    e = (e - e.amax(dim=2, keepdim=True)).exp()  # (batch, time, tags) in (0, 1]
+    p = (e - e.amax(dim=2, keepdim=True)).exp()  # (batch, time, tags) in (0, 1]
     t = trans.double()
     t = (t - t.max()).exp()  # (from, to)
     pair = torch.stack([t, t.t()])  # (2, tags, tags): forwards, backwards
-    first = (start.double() - start.max()).exp()  # (tags,)
-    last = (end.double() - end.max()).exp().expand(batch, tags)  # (batch, tags)
-    lengths = mask.sum(dim=1)  # (batch,)
-    steps = torch.arange(time, device=mask.device).unsqueeze(1)
-    inside = (steps < (lengths - 1).unsqueeze(0)).unsqueeze(2)  # (time, batch, 1)
-    alphas = e.new_empty(time, batch, tags)
-    betas = e.new_empty(time, batch, tags)
-    alpha = first * e[:, 0]
-    alpha = alpha / alpha.sum(dim=1, keepdim=True)
-    beta = last / last.sum(dim=1, keepdim=True)
-    alphas[0], betas[time - 1] = alpha, beta
-    for k in range(1, time):  # forwards to k, backwards to time - 1 - k
-        b = time - 1 - k
-        both = torch.bmm(torch.stack([alpha, e[:, b + 1] * beta]), pair)  # (2, batch, tags)
-        both[0].mul_(e[:, k])
-        both = both / both.sum(dim=2, keepdim=True)
-        alpha = both[0]  # past a row's end, unused: the marginals there are zero
-        beta = torch.where(inside[b], both[1], betas[time - 1])
-        alphas[k], betas[b] = alpha, beta
-    joint = (alphas * betas).transpose(0, 1)  # (batch, time, tags)
+    lengths = mask.sum(dim=1, keepdim=True)  # (batch, 1)
+    steps = torch.arange(time, device=mask.device)
+    flip = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (batch, time)
+    flip = flip.unsqueeze(2).expand(batch, time, tags)
+    both = torch.stack([p, p.gather(1, flip)], dim=1).transpose(0, 2)  # (time, 2, batch, tags)
+    x = torch.stack([(start.double() - start.max()).exp().expand(batch, tags),
+                     (end.double() - end.max()).exp().expand(batch, tags)])  # fmt: skip
+    x = x / x.sum(dim=2, keepdim=True)  # (2, batch, tags)
+    xs = [x]
+    for k in range(1, time):
+        x = torch.bmm(x * both[k - 1], pair)
+        x = x / x.sum(dim=2, keepdim=True)
+        xs.append(x)
+    forwards, backwards = torch.stack(xs, dim=2)  # each (batch, time, tags)
+    joint = forwards * p * backwards.gather(1, flip)
     total = joint.sum(dim=2, keepdim=True)
     real = mask.unsqueeze(2)
     if not bool((torch.isfinite(total) & (total > 0) | ~real).all()):
