@@ -210,10 +210,18 @@ def _child(
     except Exception as err:  # one line for the server's error message
         conn.send(("error", str(err).split("\n")[0] or type(err).__name__))
         return
+    from seqnlp.predict.base import loaded_objects_frozen
+
     conn.send(("ready", {
         "task": predictor.task, "documents": bool(getattr(predictor, "documents", False)),
         "threads": threads, "pid": os.getpid(), "metadata": predictor.metadata(),
     }))  # fmt: skip
+    with loaded_objects_frozen():  # the model and torch: out of gc's rounds
+        _serve(conn, predictor, merge_limit)
+
+
+def _serve(conn: Connection, predictor: Any, merge_limit: int) -> None:
+    """Answer the server's batches, joining those waiting, until it says stop or goes."""
     waiting: deque[tuple[str, int, Any]] = deque()
     calls = itertools.count()
     while True:

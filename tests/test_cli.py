@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def test_predict_keeps_one_record_per_line_in_order(trained, tmp_path):
     out = tmp_path / "out" / "pred.jsonl"
     main(["predict", "--ckpt_path", str(trained["best"]), "--input", str(src),
           "--output", str(out)])  # fmt: skip
+    assert gc.get_freeze_count() == 0  # the loaded objects were frozen while it predicted only
     records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["tokens"] for r in records] == [ln.split() for ln in lines]
     empty = {"tokens": [], "token_offsets": [], "tags": [], "entities": []}

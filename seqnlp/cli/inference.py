@@ -235,7 +235,7 @@ def _load(args: argparse.Namespace, fabric: Fabric | None, **task_options: Any) 
 
 
 def run_predict(argv: Sequence[str]) -> None:
-    from seqnlp.predict import predict_file
+    from seqnlp.predict import loaded_objects_frozen, predict_file
 
     args = predict_parser().parse_args(argv)
     fabric = _launch(args)
@@ -247,9 +247,10 @@ def run_predict(argv: Sequence[str]) -> None:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     # Several processes: each predicts its share of every chunk, rank 0 writes them all.
     input_format = "text" if documents else args.input_format
-    n = predict_file(predictor, args.input, args.output, input_format, args.output_format,
-                     progress=progress, encoding=args.encoding,
-                     jsonl_field=args.text_field)  # fmt: skip
+    with loaded_objects_frozen():
+        n = predict_file(predictor, args.input, args.output, input_format, args.output_format,
+                         progress=progress, encoding=args.encoding,
+                         jsonl_field=args.text_field)  # fmt: skip
     elapsed = time.perf_counter() - start
     rate = n / max(elapsed, 1e-9)
     if fabric is None or fabric.global_rank == 0:
@@ -259,6 +260,7 @@ def run_predict(argv: Sequence[str]) -> None:
 
 def run_evaluate(argv: Sequence[str]) -> None:
     from seqnlp.outputs import atomic_output, refuse_overwriting_input
+    from seqnlp.predict import loaded_objects_frozen
 
     args = evaluate_parser().parse_args(argv)
     if args.output:
@@ -282,7 +284,8 @@ def run_evaluate(argv: Sequence[str]) -> None:
             scorer = RankShared(predictor)
         else:
             scorer = predictor
-        scores = scorer.evaluate(args.input, **reader_options)
+        with loaded_objects_frozen():
+            scores = scorer.evaluate(args.input, **reader_options)
         _finish(fabric)
         if fabric is not None and fabric.global_rank != 0:
             return  # every rank has the same scores; rank 0 reports them

@@ -142,6 +142,7 @@ def run_serve(argv: Sequence[str]) -> None:
         raise ValueError(f"serve needs FastAPI and uvicorn ({err.name or err} is missing): "
                          "pip install 'seqnlp[serve]'") from None  # fmt: skip
     from seqnlp import load
+    from seqnlp.predict.base import loaded_objects_frozen
     from seqnlp.serve import Limits, create_app
     from seqnlp.serve_process import PROCESS_PREDICTORS, PredictorPool, PredictorProcess
 
@@ -197,8 +198,9 @@ def run_serve(argv: Sequence[str]) -> None:
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: received.append(signum))
-    try:
-        server.run(sockets=[sock])
+    try:  # the app, its libraries and (--predictor thread) the model: out of gc's rounds
+        with loaded_objects_frozen():
+            server.run(sockets=[sock])
     finally:  # after the requests in flight
         if isinstance(predictor, PROCESS_PREDICTORS):
             predictor.close()

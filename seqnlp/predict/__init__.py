@@ -21,6 +21,7 @@ _HOMES = {
     "LanguageModelPredictor": "seqnlp.predict.language_model",
     "Predictor": "seqnlp.predict.base",
     "Record": "seqnlp.predict.base",
+    "loaded_objects_frozen": "seqnlp.predict.base",
     "TorchPredictor": "seqnlp.predict.torch_base",
     "RankShared": "seqnlp.predict.ranks",
     "predict_file": "seqnlp.predict.ranks",
