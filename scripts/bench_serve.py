@@ -207,6 +207,10 @@ def bench_servers(
     sizes = [len(r) for r in requests]
     results: dict[str, dict[str, Any]] = {name: {"options": o} for name, o in servers.items()}
     try:
+        for name, (_, address) in started.items():  # the settings in force, as /health says
+            said = health(address)
+            results[name]["settings"] = {k: said.get(k) for k in (
+                "predictor", "threads", "max_batch_size", "max_wait_ms")}
         # the warm-up: by default every distinct request once, so that the server is
         # measured in the steady state in which in-process prediction is (it predicts
         # the sentences once before the timed runs): the tagger's word-feature cache
@@ -327,8 +331,8 @@ def bench_model(task: str, model: str, args: argparse.Namespace, folder: Path) -
     common = ["--batch_size", str(args.batch_size), "--threads", str(args.threads),
               "--predictor", args.predictor, "--workers", str(args.workers),
               "--parallel_batches", str(args.parallel_batches)]
-    servers = {"batched": ["--max_batch_size", str(args.max_batch_size), "--max_wait_ms",
-                           str(args.max_wait_ms), *common],
+    wait = [] if args.max_wait_ms is None else ["--max_wait_ms", str(args.max_wait_ms)]
+    servers = {"batched": ["--max_batch_size", str(args.max_batch_size), *wait, *common],
                "one_at_a_time": ["--max_batch_size", "1", "--max_wait_ms", "0", *common]}
     from seqnlp.predict.base import loaded_objects_frozen
 
@@ -376,7 +380,9 @@ def main() -> None:
                    help="requests before the loads (default -1: each sentence once)")
     p.add_argument("--batch_size", type=int, default=64, help="the predictor's (default 64)")
     p.add_argument("--max_batch_size", type=int, default=128, help="the batched server's")
-    p.add_argument("--max_wait_ms", type=float, default=2.0, help="the batched server's")
+    p.add_argument("--max_wait_ms", type=float, default=None,
+                   help="the batched server's (default: the server's own, 0 with prediction "
+                   "processes)")  # fmt: skip
     p.add_argument("--predictor", choices=["process", "thread"], default="process",
                    help="the servers' --predictor (default process, as `seqnlp serve`)")
     p.add_argument("--workers", type=int, default=1,

@@ -247,7 +247,8 @@ def create_app(
         ok = getattr(predictor, "alive", True)  # a prediction process may have died
         return json_response({"status": "ok" if ok else "the prediction process has ended",
                               "task": predictor.task, "model": model, "threads": threads,
-                              "predictor": where,
+                              "predictor": where, "max_batch_size": max_batch_size,
+                              "max_wait_ms": max_wait_ms,
                               "uptime_s": round(time.monotonic() - stats.started, 1),
                               **counters}, 200 if ok else 503)  # fmt: skip
 

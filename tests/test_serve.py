@@ -98,15 +98,17 @@ def wait_ready(server: Server, timeout: float = 120.0) -> None:
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     """One server per model, started at once; each killed at teardown whatever happens.
 
-    The tagger has small limits (413 cases) and waits 20 ms for batches."""
+    The tagger has small limits (413 cases) and waits 20 ms for batches; the translator
+    predicts in the server's own process (``--predictor thread``)."""
     folder = tmp_path_factory.mktemp("serve")
     started: dict[str, Server] = {}
     try:
         started["tagging"] = start_server(TAGGER, folder / "tagger.log", "--max_inputs", "64",
                                           "--max_chars", "300", "--max_wait_ms", "20")
         started["classification"] = start_server(CLASSIFIER, folder / "classifier.log")
-        started["translation"] = start_server(TRANSLATOR, folder / "translator.log",
-                                               "--beam_size", "2")  # fmt: skip
+        started["translation"] = start_server(
+            TRANSLATOR, folder / "translator.log", "--beam_size", "2", "--predictor", "thread"
+        )
         for server in started.values():
             wait_ready(server)
         yield started
@@ -236,6 +238,21 @@ def test_two_prediction_processes_answer_concurrent_requests_in_order(tmp_path: 
     finally:
         server.stop()
     assert server.proc.returncode == 0
+
+
+def test_batching_wait_defaults_to_none_with_a_prediction_process(
+    servers: dict[str, Server], client: Any
+) -> None:
+    """A prediction process joins the batches waiting for it, so by default requests
+    do not wait in the server for others (a wait would only make them miss its next
+    call); a model in the server's own process waits 2 ms; a given wait is kept."""
+    health = {task: client.get(s.url + "/health").json() for task, s in servers.items()}
+    assert health["classification"]["predictor"] == "process"
+    assert health["classification"]["max_wait_ms"] == 0
+    assert health["translation"]["predictor"] == "thread"
+    assert health["translation"]["max_wait_ms"] == 2
+    assert health["tagging"]["max_wait_ms"] == 20
+    assert all(h["max_batch_size"] == 128 for h in health.values())
 
 
 def test_health_and_metadata(servers: dict[str, Server], client: Any) -> None:
