@@ -20,20 +20,21 @@ Record = dict[str, Any]
 
 @contextlib.contextmanager
 def loaded_objects_frozen() -> Iterator[None]:
-    """Collect once, then keep every object alive out of the cyclic garbage collector's
-    rounds (``gc.freeze``) until the block ends (``gc.unfreeze``): for a command that
-    has loaded a model and now predicts for long (``seqnlp predict``, ``evaluate``,
+    """Keep every object alive out of the cyclic garbage collector's rounds
+    (``gc.freeze``) until the block ends (``gc.unfreeze``): for a command that has
+    loaded a model and now predicts for long (``seqnlp predict``, ``evaluate``,
     ``serve`` and its prediction processes).
 
     torch, a loaded model and their libraries are some 550,000 objects, which the
     collector otherwise traverses again whenever prediction's records and tensors have
-    allocated enough: a fifth of a tagger's prediction time in micro-batches of 32
+    allocated enough: an eighth of a tagger's prediction time in micro-batches of 32
     sentences (docs/benchmarks.md). Objects made in the block are collected as before.
+    Freezing is instant; no collection runs first (after loading one takes a quarter
+    of a second and finds a few hundred objects, which then wait for the block's end).
     Where the collector is off or something else froze objects, nothing is changed.
     """
     mine = gc.isenabled() and gc.get_freeze_count() == 0
     if mine:
-        gc.collect()
         gc.freeze()
     try:
         yield
