@@ -7,6 +7,9 @@ import torch
 from torch import nn
 from torchcrf import CRF
 
+#: up to this many rows, Viterbi keeps back-pointers and composes them (``decode``)
+SMALL_BATCH = 16
+
 
 class LinearChainCRF(nn.Module):
     """A batch-first, masked linear-chain CRF over ``num_tags`` tags.
@@ -41,14 +44,16 @@ class LinearChainCRF(nn.Module):
         emissions: (batch, time, tags); mask: (batch, time) bool, left-aligned.
         pytorch-crf's recursion with the same float32 sums, so the same paths (ties go
         to the first tag, as ``max`` and ``argmax`` both choose), in fewer and cheaper
-        operations a step: a prediction batch of random lengths (a server's
-        micro-batch) spends its Viterbi time in per-operation overhead, step after
-        step. Scores are kept as (tags, batch), so that the best previous tag is a
-        reduction over the outer axis; the recursion runs past each row's end (its
-        final scores are read back at its last step) and keeps only the scores
-        (``amax``, a third of the cost of ``max`` with its indices); the backtrace
-        finds each step's best previous tag again for the chosen tags alone, one
-        (tags, batch) ``argmax`` a step.
+        operations a step: prediction spends its Viterbi time in per-operation
+        overhead, one time step after the other. Scores are kept as (tags, batch), so
+        that the best previous tag is a reduction over the outer axis, and the
+        recursion runs past each row's end (its final scores are read back at its
+        last step). Up to ``SMALL_BATCH`` rows the recursion keeps its back-pointers
+        and the backtrace composes them in log2(time) batched rounds (pointer
+        jumping); for more rows, where ``max`` with its indices costs about three
+        times ``amax``, it keeps the scores alone and the backtrace finds each step's
+        best previous tag again for the chosen tags, one (tags, batch) ``argmax`` a
+        step. (docs/benchmarks.md, "2026-12-04, night".)
         """
         crf = self.crf
         batch, time, _ = emissions.shape
@@ -56,19 +61,31 @@ class LinearChainCRF(nn.Module):
         e = emissions.permute(1, 2, 0).contiguous()  # (time, tags, batch)
         trans = crf.transitions.unsqueeze(2)  # (from, to, 1)
         score = crf.start_transitions.unsqueeze(1) + e[0]  # (tags, batch)
-        scores = [score]
+        scores, pointers = [score], []  # pointers[t][j, b]: the best tag at t before j at t + 1
+        small = batch <= SMALL_BATCH
         for t in range(1, time):
-            score = (score.unsqueeze(1) + trans).amax(dim=0) + e[t]  # (to, batch)
+            candidates = score.unsqueeze(1) + trans  # (from, to, batch)
+            if small:
+                best, index = candidates.max(dim=0)
+                pointers.append(index)
+            else:
+                best = candidates.amax(dim=0)
+            score = best + e[t]  # (to, batch)
             scores.append(score)
         columns = torch.arange(batch, device=emissions.device)
         final = torch.stack(scores)[last, :, columns]  # (batch, tags): each at its last step
         tag = (final + crf.end_transitions).argmax(dim=1)  # (batch,)
-        path = [tag]
-        for t in range(time - 2, -1, -1):  # a row keeps its last tag past its end
-            previous = (scores[t] + crf.transitions[:, tag]).argmax(dim=0)  # (batch,)
-            tag = torch.where(last > t, previous, tag)
-            path.append(tag)
-        rows = torch.stack(path[::-1], dim=1).tolist()  # (batch, time)
+        if time == 1:
+            return [[t] for t in tag.tolist()]
+        if small:
+            rows = _backtrace(torch.stack(pointers).transpose(1, 2), last, tag).t().tolist()
+        else:
+            path = [tag]
+            for t in range(time - 2, -1, -1):  # a row keeps its last tag past its end
+                previous = (scores[t] + crf.transitions[:, tag]).argmax(dim=0)  # (batch,)
+                tag = torch.where(last > t, previous, tag)
+                path.append(tag)
+            rows = torch.stack(path[::-1], dim=1).tolist()  # (batch, time)
         return [row[: n + 1] for row, n in zip(rows, last.tolist(), strict=True)]
 
     @torch.no_grad()
@@ -153,6 +170,26 @@ class LinearChainCRF(nn.Module):
             log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
             probs = unary_marginals(alphas, betas, log_z, mask).transpose(0, 1)
         return probs.to(trans.dtype)
+
+
+def _backtrace(pointers: torch.Tensor, last: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
+    """The tags (time, batch) of the best paths, from the back-pointers (time - 1, batch,
+    tags) (``pointers[t][b, j]``: the best tag at t before tag j at t + 1), each row's
+    last step (batch,) and its tag there (batch,). Pointers at and after a row's last
+    step become the identity, so its tag stays put until ``time - 1``; then suffix
+    compositions, doubling their span each round: ``f[t]`` takes the tag at ``time - 1``
+    to the tag at t after ceil(log2(time - 1)) rounds."""
+    steps, batch, tags = pointers.shape
+    positions = torch.arange(steps, device=pointers.device).view(steps, 1, 1)
+    identity = torch.arange(tags, device=pointers.device).expand(steps, batch, tags)
+    f = torch.where(positions < last.view(1, batch, 1), pointers, identity)
+    span = 1
+    while span < steps:
+        # f[t] <- f[t] o f[t + span] where t + span < steps; the rest reach the end already
+        f = torch.cat([f[: steps - span].gather(2, f[span:]), f[steps - span :]])
+        span *= 2
+    path = f.gather(2, tag.view(1, batch, 1).expand(steps, batch, 1)).squeeze(2)
+    return torch.cat([path, tag.unsqueeze(0)])
 
 
 def forward_scores(
