@@ -152,7 +152,8 @@ def internal_error_body(err: Exception) -> bytes:
 
 def create_app(
     predictor: "Predictor", *, limits: Limits | None = None, max_batch_size: int = 128,
-    max_wait_ms: float = 2.0, threads: int | None = None, model: str = "", parallel: int = 1,
+    max_wait_ms: float | None = None, threads: int | None = None, model: str = "",
+    parallel: int = 1,
 ) -> "PredictPath":  # fmt: skip
     """The ASGI app that serves ``predictor`` (``seqnlp serve``): ``PredictPath`` in
     front of the FastAPI app (its ``app``) that answers everything else.
@@ -161,7 +162,10 @@ def create_app(
         predictor: built once with every option (``seqnlp.load``), or a
             ``seqnlp.serve_process.PredictorProcess``; used by one thread.
         limits: characters per input and inputs per request (default ``Limits()``).
-        max_batch_size, max_wait_ms: the micro-batcher's (``MicroBatcher``).
+        max_batch_size, max_wait_ms: the micro-batcher's (``MicroBatcher``). The wait
+            defaults to 0 for a predictor in other processes, which join the batches
+            waiting in their pipes when a call ends (a request held here would only
+            miss that call), and to 2 ms for one in this process.
         threads: torch's threads in the worker (a torch predictor; an ONNX Runtime one
             takes its threads when it is loaded). Default: one less than torch's count
             (at least 1): a core is left to the event loop, lest torch wait for a thread
@@ -186,6 +190,8 @@ def create_app(
         threads = threads or max(1, torch.get_num_threads() - 1)
         worker_init = partial(torch.set_num_threads, threads)
     in_processes = isinstance(predictor, PROCESS_PREDICTORS)
+    if max_wait_ms is None:
+        max_wait_ms = 0.0 if in_processes else 2.0
     if in_processes:
         batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_ms,
                                parallel=IN_FLIGHT * len(predictor.pids),

@@ -135,11 +135,7 @@ def run_serve(argv: Sequence[str]) -> None:
     Input errors (model, options, address, FastAPI missing) are ValueErrors: one line
     ``seqnlp: error: ...`` and exit status 2 (``seqnlp.cli.main``)."""
     args = serve_parser().parse_args(argv)
-    if args.max_wait_ms is None:
-        # a prediction process joins the batches waiting in its pipe when its call ends:
-        # a request held here would only miss that call (docs/benchmarks.md)
-        args.max_wait_ms = 0.0 if args.predictor == "process" else 2.0
-    if args.max_wait_ms < 0:
+    if args.max_wait_ms is not None and args.max_wait_ms < 0:
         raise ValueError(f"--max_wait_ms must be at least 0, got {args.max_wait_ms}")
     try:
         import fastapi  # noqa: F401
